@@ -1,0 +1,49 @@
+// SPDX-License-Identifier: Apache-2.0
+// The subcommands of the `zerotrain` executable, one file each.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace zt::app {
+
+/// Flags that resolve DeepSpeed "auto" values, with the Hugging Face Trainer's names.
+struct TrainerFlags {
+  std::optional<double> learning_rate, adam_beta1, adam_beta2, adam_epsilon, weight_decay,
+      max_grad_norm;
+  std::optional<std::int64_t> warmup_steps, max_steps, per_device_train_batch_size,
+      gradient_accumulation_steps;
+  bool fp16 = false;
+  bool bf16 = false;
+};
+
+struct TrainOptions {
+  std::string config_path;  // empty: the built-in default job
+  std::string model_path;
+  std::string data_path;  // empty: synthetic Markov source
+  std::string dataset_name = "tokens";
+  std::string output_dir;  // default: runs/default for the built-in job, else runs/<config stem>
+  std::string summary_json;
+  std::int64_t seed = 42;
+  int seq_len = 0;  // 0: the model's n_positions
+  std::string device_memory_limit;
+  int synthetic_order = 2;
+  int synthetic_branching = 0;  // 0: the source's default
+  std::int64_t synthetic_tokens = 0;
+  TrainerFlags trainer;
+};
+
+struct CheckConfigOptions {
+  std::string config_path;
+  std::string model_path;
+  int world_size = 0;  // 0: from MPI
+  TrainerFlags trainer;
+};
+
+int run_train(int argc, char** argv, const TrainOptions& options);
+int run_check_config(int argc, char** argv, const CheckConfigOptions& options);
+int run_data_from_text(const std::string& input, const std::string& output);
+std::string version_report();
+
+}  // namespace zt::app

@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: Apache-2.0
+// What the user sees of a run: the start-up banner, progress lines, the final summary, and
+// the summary as JSON for scripts.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "comm/communicator.hpp"
+
+namespace zt::app {
+
+/// "124.44M", "1.20B", "842.50K".
+std::string format_count(double count);
+
+/// Peak bytes of every rank by place and kind, gathered on every rank. Collective.
+struct RankMemory {
+  int rank = 0;
+  std::int64_t peak_total[3] = {0, 0, 0};  // by memory::Place
+  std::int64_t peak_by_kind[3][6] = {};    // [place][kind]
+  std::int64_t max_rss = 0;                // the process's peak resident set (getrusage)
+};
+std::vector<RankMemory> gather_memory(comm::Communicator& comm);
+
+nlohmann::json memory_to_json(const std::vector<RankMemory>& ranks);
+/// Human-readable table of the per-rank peaks (rank 0 prints it).
+std::string format_memory_table(const std::vector<RankMemory>& ranks);
+
+/// Writes JSON to path via a temporary file and rename, so readers never see half a file.
+/// Creates missing parent directories. Throws std::runtime_error naming the path.
+void write_json_atomically(const std::string& path, const nlohmann::json& document);
+void write_text_atomically(const std::string& path, const std::string& text);
+
+}  // namespace zt::app

@@ -1,0 +1,453 @@
+// SPDX-License-Identifier: Apache-2.0
+// `zerotrain train`: config + model + data -> a trained model and a summary.
+#include <Kokkos_Core.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <sstream>
+
+#include "app/commands.hpp"
+#include "app/default_inputs.hpp"
+#include "app/report.hpp"
+#include "build_info.hpp"
+#include "comm/communicator.hpp"
+#include "config/config.hpp"
+#include "io/hdf5_tokens.hpp"
+#include "io/sampler.hpp"
+#include "io/synthetic_markov.hpp"
+#include "kernels/gemm.hpp"
+#include "memory/format.hpp"
+#include "memory/tracker.hpp"
+#include "model/gpt.hpp"
+#include "model/gpt_config.hpp"
+#include "runtime/environment.hpp"
+#include "runtime/log.hpp"
+#include "runtime/timer.hpp"
+#include "zero/engine.hpp"
+
+namespace zt::app {
+
+namespace {
+
+using runtime::concat;
+using runtime::print;
+using runtime::UserError;
+
+config::CommandLineOverrides to_overrides(const TrainerFlags& flags) {
+  config::CommandLineOverrides overrides;
+  overrides.learning_rate = flags.learning_rate;
+  overrides.adam_beta1 = flags.adam_beta1;
+  overrides.adam_beta2 = flags.adam_beta2;
+  overrides.adam_epsilon = flags.adam_epsilon;
+  overrides.weight_decay = flags.weight_decay;
+  overrides.max_grad_norm = flags.max_grad_norm;
+  overrides.warmup_steps = flags.warmup_steps;
+  overrides.max_steps = flags.max_steps;
+  overrides.per_device_train_batch_size = flags.per_device_train_batch_size;
+  overrides.gradient_accumulation_steps = flags.gradient_accumulation_steps;
+  overrides.fp16 = flags.fp16;
+  overrides.bf16 = flags.bf16;
+  return overrides;
+}
+
+std::string config_problems(const config::ConfigError& error, const std::string& source) {
+  std::ostringstream out;
+  out << source << ": " << error.problems.size() << " problem"
+      << (error.problems.size() == 1 ? "" : "s") << " in the DeepSpeed config:";
+  for (const auto& problem : error.problems) out << "\n  - " << problem;
+  return out.str();
+}
+
+optim::OptimizerSettings to_optimizer_settings(const config::OptimizerConfig& in) {
+  optim::OptimizerSettings out;
+  out.type = in.type == config::OptimizerType::kLamb ? optim::OptimizerType::Lamb
+                                                     : optim::OptimizerType::Adam;
+  out.lr = in.lr;
+  out.beta1 = in.beta1;
+  out.beta2 = in.beta2;
+  out.eps = in.eps;
+  out.weight_decay = in.weight_decay;
+  out.adam_w_mode = in.adam_w_mode;
+  out.bias_correction = in.bias_correction;
+  out.max_coeff = in.max_coeff;
+  out.min_coeff = in.min_coeff;
+  out.eps_inside_sqrt = in.eps_inside_sqrt;
+  return out;
+}
+
+optim::ScheduleSettings to_schedule_settings(const config::SchedulerConfig& in) {
+  optim::ScheduleSettings out;
+  switch (in.type) {
+    case config::SchedulerType::kNone: out.type = optim::ScheduleType::Constant; break;
+    case config::SchedulerType::kWarmupLR: out.type = optim::ScheduleType::WarmupLR; break;
+    case config::SchedulerType::kWarmupDecayLR: out.type = optim::ScheduleType::WarmupDecayLR; break;
+    case config::SchedulerType::kWarmupCosineLR: out.type = optim::ScheduleType::WarmupCosineLR; break;
+    case config::SchedulerType::kOneCycle: out.type = optim::ScheduleType::OneCycle; break;
+    case config::SchedulerType::kLRRangeTest: out.type = optim::ScheduleType::LRRangeTest; break;
+  }
+  out.warmup_min_lr = in.warmup_min_lr;
+  out.warmup_max_lr = in.warmup_max_lr;  // resolved by the config (optimizer lr for WarmupLR)
+  out.warmup_num_steps = in.warmup_num_steps;
+  out.warmup_type = in.warmup_type == "linear" ? optim::WarmupType::Linear : optim::WarmupType::Log;
+  out.total_num_steps = in.total_num_steps;
+  out.warmup_min_ratio = in.warmup_min_ratio;
+  out.cos_min_ratio = in.cos_min_ratio;
+  out.cycle_min_lr = in.cycle_min_lr;
+  out.cycle_max_lr = in.cycle_max_lr;
+  out.decay_lr_rate = in.decay_lr_rate;
+  out.cycle_first_step_size = static_cast<double>(in.cycle_first_step_size);
+  out.cycle_second_step_size = static_cast<double>(in.cycle_second_step_size);
+  out.decay_step_size = static_cast<double>(in.decay_step_size);
+  out.cycle_momentum = in.cycle_momentum;
+  out.cycle_min_mom = in.cycle_min_mom;
+  out.cycle_max_mom = in.cycle_max_mom;
+  out.decay_mom_rate = in.decay_mom_rate;
+  out.lr_range_test_min_lr = in.lr_range_test_min_lr;
+  out.lr_range_test_step_size = static_cast<double>(in.lr_range_test_step_size);
+  out.lr_range_test_step_rate = in.lr_range_test_step_rate;
+  out.lr_range_test_staircase = in.lr_range_test_staircase;
+  return out;
+}
+
+bool schedule_uses_total_steps(config::SchedulerType type) {
+  return type == config::SchedulerType::kWarmupDecayLR ||
+         type == config::SchedulerType::kWarmupCosineLR;
+}
+
+/// The run's inputs, resolved and validated identically on every rank.
+struct RunInputs {
+  bool default_job = false;
+  std::string config_name;
+  std::string model_name;
+  model::GptConfig model;
+  config::ResolvedConfig config;
+  std::int64_t steps = 0;
+  int seq_len = 0;
+  std::string output_dir;
+  std::string summary_path;
+};
+
+RunInputs resolve_inputs(const TrainOptions& options, int world_size) {
+  RunInputs run;
+  if (options.config_path.empty() != options.model_path.empty())
+    throw UserError(
+        "give both --config and --model, or neither for the built-in default job (" +
+        std::string(options.config_path.empty() ? "--model" : "--config") + " was given alone)");
+  run.default_job = options.config_path.empty();
+  run.config_name = run.default_job ? kDefaultConfigName : options.config_path;
+  run.model_name = run.default_job ? kDefaultModelName : options.model_path;
+
+  std::vector<std::string> model_warnings;
+  try {
+    run.model = run.default_job
+                    ? model::parse_gpt_config(kDefaultModelText, run.model_name,
+                                              model::ConfigFormat::Yaml, &model_warnings)
+                    : model::load_gpt_config(options.model_path, &model_warnings);
+  } catch (const model::ConfigError& error) {
+    throw UserError(error.what());
+  }
+  for (const auto& warning : model_warnings) runtime::warn_once(warning);
+
+  run.seq_len = options.seq_len > 0 ? options.seq_len : run.model.n_positions;
+  if (run.seq_len > run.model.n_positions)
+    throw UserError(concat("--seq-len ", run.seq_len, " exceeds the model's n_positions ",
+                           run.model.n_positions, " (", run.model_name, ")"));
+
+  auto overrides = to_overrides(options.trainer);
+  TrainerFlags flags = options.trainer;
+  if (run.default_job && !flags.max_steps) overrides.max_steps = kDefaultSteps;
+  const config::ModelFacts facts{run.model.n_embd};
+  const std::int64_t known_steps = overrides.max_steps.value_or(0);
+  try {
+    run.config = run.default_job
+                     ? config::parse_config_text(kDefaultConfigText, run.config_name, overrides,
+                                                 facts, world_size, known_steps)
+                     : config::load_config(options.config_path, overrides, facts, world_size,
+                                           known_steps);
+  } catch (const config::ConfigError& error) {
+    throw UserError(config_problems(error, run.config_name));
+  }
+
+  if (overrides.max_steps) {
+    run.steps = *overrides.max_steps;
+  } else if (schedule_uses_total_steps(run.config.scheduler.type) &&
+             run.config.scheduler.total_num_steps > 0) {
+    run.steps = run.config.scheduler.total_num_steps;
+  } else {
+    throw UserError(concat("how many steps? pass --steps N (", run.config_name,
+                           " has no scheduler.params.total_num_steps to take it from)"));
+  }
+  if (run.steps < 1) throw UserError(concat("--steps must be at least 1, got ", run.steps));
+
+  namespace fs = std::filesystem;
+  if (!options.output_dir.empty()) run.output_dir = options.output_dir;
+  else if (run.default_job) run.output_dir = "runs/default";
+  else run.output_dir = "runs/" + fs::path(options.config_path).stem().string();
+  run.summary_path =
+      options.summary_json.empty() ? run.output_dir + "/summary.json" : options.summary_json;
+  return run;
+}
+
+std::string kokkos_space_description(int threads) {
+  return concat(Kokkos::DefaultHostExecutionSpace::name(), ", ", threads, " thread",
+                threads == 1 ? "" : "s", " per rank");
+}
+
+std::string place_description() {
+#ifdef ZT_HAVE_CUDA
+  return "CPU (this build has CUDA kernels; the device path arrives with the GPU engine)";
+#else
+  return "CPU";
+#endif
+}
+
+void print_progress(const zero::StepResult& result, std::int64_t steps, double window_tokens,
+                    double window_seconds, double elapsed) {
+  const double tokens_per_second = window_seconds > 0 ? window_tokens / window_seconds : 0;
+  const double seconds_per_step = elapsed / static_cast<double>(result.step);
+  const double eta = seconds_per_step * static_cast<double>(steps - result.step);
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "step %*lld/%lld | loss %.4f | lr %.3e | grad norm %.3f%s | %s tok/s | "
+                "elapsed %s | ETA %s",
+                static_cast<int>(std::to_string(steps).size()),
+                static_cast<long long>(result.step), static_cast<long long>(steps), result.loss,
+                result.lr, result.grad_norm, result.clipped ? " (clipped)" : "",
+                format_count(tokens_per_second).c_str(), runtime::format_duration(elapsed).c_str(),
+                runtime::format_duration(eta).c_str());
+  print(line);
+}
+
+void print_breakdown(const zero::PhaseTimes& times, std::int64_t steps_in_window) {
+  const double per_step = 1000.0 / static_cast<double>(std::max<std::int64_t>(1, steps_in_window));
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "  time per step (ms, rank 0): forward %.1f | backward %.1f | reduction %.1f | "
+                "optimizer %.1f | total %.1f",
+                times.forward * per_step, times.backward * per_step, times.reduction * per_step,
+                times.optimizer * per_step, times.total * per_step);
+  print(line);
+}
+
+int train(runtime::Environment& environment, const TrainOptions& options) {
+  const auto& process = environment.info();
+  runtime::Stopwatch run_watch;
+  RunInputs run = resolve_inputs(options, process.world_size);
+  const auto& cfg = run.config;
+
+  if (!options.device_memory_limit.empty()) {
+    try {
+      memory::Tracker::instance().set_device_limit(memory::parse_bytes(options.device_memory_limit));
+    } catch (const std::invalid_argument& error) {
+      throw UserError(concat("--device-memory-limit: ", error.what()));
+    }
+  }
+
+  const double gemm_error = kernels::gemm_self_check();
+  if (!(gemm_error <= 1e-4))
+    throw std::runtime_error(concat("the GEMM library (", kernels::gemm_library(), ", ",
+                                    kernels::gemm_instruction_set(),
+                                    ") gives wrong results on this CPU: relative error ",
+                                    gemm_error, " against a plain reference"));
+
+  // Data.
+  std::unique_ptr<io::TokenSource> source;
+  const io::SyntheticMarkovSource* synthetic = nullptr;
+  const std::int64_t tokens_needed = run.steps * cfg.train_batch_size * run.seq_len + 1;
+  if (options.data_path.empty()) {
+    // Twice what the run reads, so no window repeats and the loss cannot go below the floor
+    // by memorising the stream.
+    const std::int64_t stream =
+        options.synthetic_tokens > 0
+            ? options.synthetic_tokens
+            : std::clamp<std::int64_t>(2 * tokens_needed, std::int64_t{1} << 20, std::int64_t{1} << 26);
+    auto spec = io::default_synthetic_spec(run.model.vocab_size, stream);
+    spec.order = options.synthetic_order;
+    if (options.synthetic_branching > 0) spec.branching = options.synthetic_branching;
+    spec.seed = static_cast<std::uint64_t>(options.seed) + 1000003;
+    try {
+      auto markov = std::make_unique<io::SyntheticMarkovSource>(spec);
+      synthetic = markov.get();
+      source = std::move(markov);
+    } catch (const std::invalid_argument& error) {
+      throw UserError(concat("synthetic data: ", error.what()));
+    }
+  } else {
+    source = std::make_unique<io::Hdf5TokenDataset>(options.data_path, options.dataset_name);
+    source->validate(run.model.vocab_size);
+  }
+
+  auto comm = comm::make_mpi_communicator(MPI_COMM_WORLD);
+
+  model::Gpt model(run.model, static_cast<int>(cfg.train_micro_batch_size_per_gpu), run.seq_len);
+
+  zero::EngineSettings settings;
+  settings.stage = cfg.zero.stage;
+  settings.micro_batch = static_cast<int>(cfg.train_micro_batch_size_per_gpu);
+  settings.gradient_accumulation_steps = static_cast<int>(cfg.gradient_accumulation_steps);
+  settings.seq_len = run.seq_len;
+  settings.gradient_clipping = cfg.gradient_clipping;
+  settings.reduce_bucket_size = cfg.zero.reduce_bucket_size;
+  settings.average_gradients = cfg.gradient_allreduce_op == "mean";
+  settings.optimizer = to_optimizer_settings(cfg.optimizer);
+  settings.schedule = to_schedule_settings(cfg.scheduler);
+  settings.seed = static_cast<std::uint64_t>(options.seed);
+
+  io::SamplerConfig sampler_config;
+  sampler_config.seq_len = run.seq_len;
+  sampler_config.train_batch_size = cfg.train_batch_size;
+  sampler_config.micro_batch = cfg.train_micro_batch_size_per_gpu;
+  sampler_config.grad_accum = static_cast<int>(cfg.gradient_accumulation_steps);
+  sampler_config.world_size = process.world_size;
+  sampler_config.rank = process.rank;
+  sampler_config.seed = static_cast<std::uint64_t>(options.seed);
+  io::Sampler sampler(sampler_config, *source);
+
+  // The banner.
+  const double params = static_cast<double>(run.model.num_parameters());
+  print(concat("zerotrain ", ZT_VERSION, " (git ", ZT_GIT_REVISION, ")"));
+  print(concat("  ranks        ", process.world_size, " (", process.local_size,
+               " on this node), launched by ", process.launcher));
+  print(concat("  backend      ", place_description(), ", collectives over MPI"));
+  print(concat("  kokkos       ", kokkos_space_description(process.host_threads)));
+  print(concat("  gemm         ", kernels::gemm_library(), ", ", kernels::gemm_instruction_set(),
+               " (self-check error ", gemm_error, ")"));
+  print(concat("  model        ", run.model_name, ": GPT-2, ", run.model.n_layer, " layers, ",
+               run.model.n_embd, " wide, ", run.model.n_head, " heads, vocab ",
+               run.model.vocab_size, ", ", format_count(params), " parameters (",
+               static_cast<long long>(run.model.num_parameters()), ")"));
+  print(concat("  data         ", source->describe()));
+  if (synthetic != nullptr) {
+    char line[200];
+    std::snprintf(line, sizeof line,
+                  "  entropy      rate %.4f nats/token; floor of the mean loss over %d-token "
+                  "windows %.4f nats",
+                  synthetic->entropy_rate(), run.seq_len, synthetic->window_floor(run.seq_len));
+    print(line);
+  }
+  print(concat("  batch        ", cfg.train_batch_size, " sequences of ", run.seq_len,
+               " tokens per step = ", cfg.train_micro_batch_size_per_gpu, " per rank x ",
+               cfg.gradient_accumulation_steps, " accumulation x ", process.world_size, " ranks"));
+  print(concat("  run          ", run.steps, " steps, seed ", options.seed, ", outputs in ",
+               run.output_dir, "/"));
+  print(config::format_effective_config(cfg));
+
+  zero::Engine engine(model, *comm, settings);
+
+  // Training.
+  std::vector<double> losses;
+  losses.reserve(static_cast<std::size_t>(run.steps));
+  const double tokens_per_step = static_cast<double>(cfg.train_batch_size) * run.seq_len;
+  const std::int64_t print_every = std::max<std::int64_t>(1, cfg.steps_per_print);
+  runtime::Stopwatch train_watch;
+  zero::PhaseTimes window_times;
+  double window_seconds = 0;
+  std::int64_t window_steps = 0;
+  double seconds_after_first_step = 0;
+  zero::StepResult last;
+  for (std::int64_t step = 0; step < run.steps; ++step) {
+    last = engine.train_step([&](int micro, std::int32_t* inputs, std::int32_t* targets) {
+      sampler.fill_micro_batch(*source, step, micro, inputs, targets);
+    });
+    sampler.advance();
+    if (!std::isfinite(last.loss))
+      throw std::runtime_error(concat("the loss is ", last.loss, " at step ", last.step,
+                                      " (lr ", last.lr, "); stopping"));
+    losses.push_back(last.loss);
+    window_times += last.phases;
+    window_seconds += last.phases.total;
+    ++window_steps;
+    if (step > 0) seconds_after_first_step += last.phases.total;
+    if (last.step % print_every == 0 || last.step == run.steps || last.step == 1) {
+      print_progress(last, run.steps, tokens_per_step * window_steps, window_seconds,
+                     train_watch.seconds());
+      if (cfg.wall_clock_breakdown) print_breakdown(window_times, window_steps);
+      window_times = {};
+      window_seconds = 0;
+      window_steps = 0;
+    }
+  }
+  const double train_seconds = train_watch.seconds();
+
+  // Summary.
+  const auto memory = gather_memory(*comm);
+  const std::size_t tail = std::min<std::size_t>(10, losses.size());
+  double tail_mean = 0;
+  for (std::size_t i = losses.size() - tail; i < losses.size(); ++i) tail_mean += losses[i];
+  tail_mean /= static_cast<double>(tail);
+  // The first step pays for first-touch page faults; leave it out of the rate when we can.
+  const double tokens_per_second =
+      run.steps > 1 ? tokens_per_step * static_cast<double>(run.steps - 1) / seconds_after_first_step
+                    : tokens_per_step / train_seconds;
+
+  nlohmann::json summary;
+  summary["final_loss"] = last.loss;
+  summary["final_loss_mean_last_10"] = tail_mean;
+  if (synthetic != nullptr) {
+    summary["entropy_floor"] = synthetic->window_floor(run.seq_len);
+    summary["entropy_rate"] = synthetic->entropy_rate();
+  } else {
+    summary["entropy_floor"] = nullptr;
+  }
+  summary["losses"] = losses;
+  summary["tokens_per_second"] = tokens_per_second;
+  summary["world_size"] = process.world_size;
+  summary["zero_stage"] = cfg.zero.stage;
+  summary["steps"] = run.steps;
+  summary["train_batch_size"] = cfg.train_batch_size;
+  summary["train_micro_batch_size_per_gpu"] = cfg.train_micro_batch_size_per_gpu;
+  summary["gradient_accumulation_steps"] = cfg.gradient_accumulation_steps;
+  summary["seq_len"] = run.seq_len;
+  summary["parameters"] = run.model.num_parameters();
+  summary["train_seconds"] = train_seconds;
+  summary["wall_seconds"] = run_watch.seconds();
+  summary["peak_bytes"] = memory_to_json(memory);
+  summary["config"] = run.config_name;
+  summary["model"] = run.model_name;
+  summary["data"] = source->describe();
+  summary["gemm"] = kernels::gemm_library() + ", " + kernels::gemm_instruction_set();
+  summary["version"] = std::string(ZT_VERSION) + " (git " + ZT_GIT_REVISION + ")";
+
+  if (process.rank == 0) {
+    print("summary:");
+    char line[256];
+    if (synthetic != nullptr) {
+      std::snprintf(line, sizeof line,
+                    "  final loss   %.4f (mean of the last %zu steps %.4f); entropy floor %.4f, "
+                    "%+.4f nats above it",
+                    last.loss, tail, tail_mean, synthetic->window_floor(run.seq_len),
+                    tail_mean - synthetic->window_floor(run.seq_len));
+    } else {
+      std::snprintf(line, sizeof line, "  final loss   %.4f (mean of the last %zu steps %.4f)",
+                    last.loss, tail, tail_mean);
+    }
+    print(line);
+    print(concat("  throughput   ", format_count(tokens_per_second), " tokens/s over ",
+                 process.world_size, " ranks; ", run.steps, " steps in ",
+                 runtime::format_duration(train_seconds)));
+    print("  peak memory per rank:");
+    print(format_memory_table(memory));
+    write_json_atomically(run.summary_path, summary);
+    write_text_atomically(run.output_dir + "/effective_config.txt",
+                          config::format_effective_config(cfg));
+    print(concat("  summary      ", run.summary_path));
+  }
+  comm->barrier();  // nobody exits before rank 0 has written the summary
+  return 0;
+}
+
+}  // namespace
+
+int run_train(int argc, char** argv, const TrainOptions& options) {
+  runtime::Environment environment(argc, argv);
+  try {
+    return train(environment, options);
+  } catch (const std::exception& error) {
+    return environment.fail(error);
+  }
+}
+
+}  // namespace zt::app

@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+// `zerotrain --version`: what a user pastes into a bug report.
+#include <hdf5.h>
+#include <mpi.h>
+
+#include <sstream>
+
+#include "app/commands.hpp"
+#include "build_info.hpp"
+#include "kernels/gemm.hpp"
+#ifdef ZT_HAVE_NCCL
+#include "comm/nccl_bootstrap.hpp"
+#endif
+#ifdef ZT_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+namespace zt::app {
+
+std::string version_report() {
+  std::ostringstream out;
+  out << "zerotrain " << ZT_VERSION << " (git " << ZT_GIT_REVISION << ")\n";
+  out << "  build:     " << ZT_BUILD_TYPE << ", " << ZT_CXX_COMPILER << ", C++17\n";
+  char mpi_library[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
+  int length = 0;
+  MPI_Get_library_version(mpi_library, &length);
+  std::string mpi_text(mpi_library, static_cast<std::size_t>(length));
+  if (auto cut = mpi_text.find_first_of(",\n"); cut != std::string::npos) mpi_text.resize(cut);
+  out << "  MPI:       " << mpi_text << " (MPI " << MPI_VERSION << "." << MPI_SUBVERSION << ")\n";
+  out << "  Kokkos:    " << ZT_KOKKOS_VERSION << ", backends " << ZT_KOKKOS_DEVICES << "\n";
+  unsigned hdf5_major = 0, hdf5_minor = 0, hdf5_release = 0;
+  H5get_libversion(&hdf5_major, &hdf5_minor, &hdf5_release);
+  out << "  HDF5:      " << hdf5_major << "." << hdf5_minor << "." << hdf5_release
+#ifdef H5_HAVE_PARALLEL
+      << " (parallel)"
+#endif
+      << "\n";
+  out << "  GEMM:      " << kernels::gemm_library() << ", " << kernels::gemm_instruction_set()
+      << "\n";
+#ifdef ZT_HAVE_CUDA
+  int runtime_version = 0;
+  cudaRuntimeGetVersion(&runtime_version);
+  out << "  CUDA:      built with " << CUDART_VERSION / 1000 << "." << (CUDART_VERSION % 1000) / 10
+      << " for sm_" << ZT_CUDA_ARCHITECTURES << "; runtime " << runtime_version / 1000 << "."
+      << (runtime_version % 1000) / 10 << "\n";
+#else
+  out << "  CUDA:      not built\n";
+#endif
+#ifdef ZT_HAVE_NCCL
+  out << "  NCCL:      " << comm::nccl_version() << "\n";
+#else
+  out << "  NCCL:      not built\n";
+#endif
+  return out.str();
+}
+
+}  // namespace zt::app

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: builds zerotrain if needed (installing what is missing when run as
+# root), runs every unit, MPI and end-to-end test under ctest, and lints the job scripts.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+build_dir=${ZT_BUILD_DIR:-$repo/build}
+"$repo/jobscripts/local/build.sh"
+
+echo "== shell scripts: bash -n and shellcheck"
+mapfile -t scripts < <(find "$repo/jobscripts" "$repo/.ci" -type f \( -name '*.sh' -o -name '*.sbatch' -o -name run \))
+for script in "${scripts[@]}"; do bash -n "$script"; done
+shellcheck "${scripts[@]}"
+
+echo "== ctest"
+cd "$build_dir"
+ctest --output-on-failure -j "$(nproc)" --timeout 900

@@ -1,0 +1,93 @@
+// SPDX-License-Identifier: Apache-2.0
+// GPT-2 (pre-LayerNorm, learned positions, GELU tanh, tied embeddings) with hand-written
+// forward and backward passes. The model owns only its activations: parameters and
+// gradients are tables of pointers into buffers the ZeRO engine owns, so the same code runs
+// unsharded, with partitioned gradients (stage 2) or gathered-per-layer parameters (stage 3).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "memory/tracker.hpp"
+#include "model/gpt_config.hpp"
+#include "model/parameters.hpp"
+
+namespace zt::model {
+
+using ParamTable = std::vector<const float*>;  // by registry index; each points at numel floats
+using GradTable = std::vector<float*>;
+
+/// Called around each layer: layer 0 = embeddings, 1..n_layer = blocks, n_layer+1 = final
+/// LayerNorm + tied output projection + loss. Forward runs 0 .. n_layer+1, backward
+/// n_layer+1 .. 0. The model reads a layer's entries of the ParamTable / GradTable only after
+/// before_forward / before_backward of that layer returned, so a hook may point them at freshly
+/// gathered buffers (stage 3) or at a gradient bucket (stage 2). wte belongs to layers 0 and
+/// n_layer+1: its gradient is complete only after layer 0's backward.
+struct LayerHooks {
+  virtual ~LayerHooks() = default;
+  virtual void before_forward(int /*layer*/) {}
+  virtual void after_forward(int /*layer*/) {}
+  virtual void before_backward(int /*layer*/) {}
+  virtual void after_backward(int /*layer*/) {}
+};
+
+class Gpt {
+ public:
+  /// Allocates every activation for micro-batches up to max_micro_batch x max_seq_len once
+  /// (tracked as Kind::Activations on Place::Device); forward/backward never allocate.
+  Gpt(const GptConfig& config, int max_micro_batch, int max_seq_len);
+
+  const GptConfig& config() const { return config_; }
+  /// Fixed registration order: wte, wpe, h.0.* ... h.{L-1}.*, ln_f.*
+  const std::vector<ParamInfo>& parameters() const { return registry_; }
+  /// Registry indices of a layer's parameters (the head layer n_layer+1 lists the tied wte).
+  std::vector<int> parameters_of_layer(int layer) const;
+  int num_layers_with_hooks() const { return config_.n_layer + 2; }
+
+  /// Mean cross-entropy over the B*T positions. inputs/targets: B*T token ids in
+  /// [0, vocab_size). Keeps the activations (and a copy of the tokens) for backward().
+  float forward(const ParamTable& params, const std::int32_t* inputs, const std::int32_t* targets,
+                int B, int T, LayerHooks* hooks = nullptr);
+
+  /// grads += loss_scale * d(mean loss)/d(theta) for the last forward. Accumulates, so
+  /// gradient accumulation over micro-batches is repeated forward/backward.
+  void backward(const ParamTable& params, const GradTable& grads, float loss_scale,
+                LayerHooks* hooks = nullptr);
+
+  /// (B, T, vocab_size) logits of the last forward. Valid until backward(), which turns this
+  /// buffer into the logits' gradient in place (it is the largest activation).
+  const float* logits() const { return logits_.data(); }
+  float last_loss() const { return last_loss_; }
+
+  /// Training FLOPs per token (forward + backward = 3 x forward): the matmuls plus causal
+  /// attention (Q·K^T and P·V over on average (T+1)/2 keys), at sequence length T.
+  double flops_per_token_training(int seq_len) const;
+  /// The same at the sequence length of the last forward (max_seq_len before any).
+  double flops_per_token_training() const { return flops_per_token_training(last_T_); }
+
+ private:
+  struct LayerActivations;
+  float* layer_slice(memory::TrackedBuffer<float>& buffer, std::int64_t per_layer, int block);
+  void check_tables(const ParamTable& params, const GradTable* grads) const;
+
+  GptConfig config_;
+  std::vector<ParamInfo> registry_;
+  ParamIndex index_;
+  int max_B_;
+  int max_T_;
+  int B_ = 0;
+  int T_ = 0;
+  int last_T_;
+  bool have_forward_ = false;
+  float last_loss_ = 0.0f;
+
+  // Kept for backward, one slice per block (sized for max_B_ x max_T_).
+  memory::TrackedBuffer<float> ln1_, ln1_stats_, qkv_, prob_, attn_out_, resid_mid_, ln2_,
+      ln2_stats_, fc_pre_, fc_act_, resid_out_;
+  memory::TrackedBuffer<float> embedded_, lnf_, lnf_stats_, logits_, losses_, log_sum_exp_;
+  memory::TrackedBuffer<std::int32_t> inputs_, targets_;
+  // Gradient work space, reused by every layer.
+  memory::TrackedBuffer<float> d_resid_, d_ln_, d_qkv_, d_fc_, attention_scratch_;
+};
+
+}  // namespace zt::model

@@ -1,0 +1,225 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "model/gpt_config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <sstream>
+#include <type_traits>
+
+namespace zt::model {
+namespace {
+
+// GPT2Config fields that do not change the training math of the language model. They are
+// accepted so a real config.json loads, and otherwise ignored.
+const std::set<std::string>& ignored_fields() {
+  static const std::set<std::string> names = {
+      "architectures", "model_type", "bos_token_id", "eos_token_id", "pad_token_id",
+      "task_specific_params", "n_special", "predict_special_tokens", "summary_activation",
+      "summary_first_dropout", "summary_proj_to_labels", "summary_type", "summary_use_proj",
+      "torch_dtype", "dtype", "transformers_version", "use_cache", "_name_or_path",
+      "gradient_checkpointing", "output_past", "id2label", "label2id", "tokenizer_class",
+      "return_dict", "output_hidden_states", "output_attentions"};
+  return names;
+}
+
+const std::vector<std::string>& dropout_fields() {
+  static const std::vector<std::string> names = {"resid_pdrop", "embd_pdrop", "attn_pdrop"};
+  return names;
+}
+
+// Fields whose meaning zerotrain implements for one value only.
+const std::vector<std::string>& architecture_fields() {
+  static const std::vector<std::string> names = {
+      "activation_function", "n_inner", "tie_word_embeddings", "scale_attn_weights",
+      "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"};
+  return names;
+}
+
+const std::vector<std::string>& numeric_fields() {
+  static const std::vector<std::string> names = {"vocab_size", "n_positions", "n_ctx",
+                                                 "n_embd", "n_layer", "n_head",
+                                                 "layer_norm_epsilon", "initializer_range"};
+  return names;
+}
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string did_you_mean(const std::string& name) {
+  std::vector<std::string> known = numeric_fields();
+  for (const auto& list : {dropout_fields(), architecture_fields()})
+    known.insert(known.end(), list.begin(), list.end());
+  known.insert(known.end(), ignored_fields().begin(), ignored_fields().end());
+  std::string best;
+  std::size_t best_distance = name.size() / 2 + 2;
+  for (const auto& candidate : known) {
+    const std::size_t d = edit_distance(name, candidate);
+    if (d < best_distance) {
+      best_distance = d;
+      best = candidate;
+    }
+  }
+  return best.empty() ? "" : " (did you mean '" + best + "'?)";
+}
+
+template <class T>
+T read_scalar(const YAML::Node& node, const std::string& source, const std::string& key) {
+  try {
+    return node.as<T>();
+  } catch (const YAML::Exception&) {
+    throw ConfigError(source + ": field '" + key + "' has value '" +
+                      (node.IsScalar() ? node.Scalar() : std::string("<not a scalar>")) +
+                      "', which is not a valid " +
+                      (std::is_same<T, bool>::value ? "boolean" : "number"));
+  }
+}
+
+}  // namespace
+
+std::int64_t GptConfig::num_parameters() const {
+  const std::int64_t C = n_embd;
+  const std::int64_t per_layer = 12 * C * C + 13 * C;  // ln 4C, qkv 3C^2+3C, proj C^2+C, mlp 8C^2+5C
+  return static_cast<std::int64_t>(vocab_size) * C + static_cast<std::int64_t>(n_positions) * C +
+         n_layer * per_layer + 2 * C;
+}
+
+void GptConfig::validate(const std::string& source) const {
+  auto require_positive = [&](const char* name, double value) {
+    if (!(value > 0))
+      throw ConfigError(source + ": '" + name + "' must be positive, got " + std::to_string(value));
+  };
+  require_positive("vocab_size", vocab_size);
+  require_positive("n_positions", n_positions);
+  require_positive("n_embd", n_embd);
+  require_positive("n_layer", n_layer);
+  require_positive("n_head", n_head);
+  require_positive("layer_norm_epsilon", layer_norm_epsilon);
+  require_positive("initializer_range", initializer_range);
+  if (n_embd % n_head != 0)
+    throw ConfigError(source + ": n_embd (" + std::to_string(n_embd) +
+                      ") must be a multiple of n_head (" + std::to_string(n_head) + ")");
+}
+
+GptConfig parse_gpt_config(const std::string& text, const std::string& source,
+                           ConfigFormat format, std::vector<std::string>* warnings) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);  // JSON is read by the YAML parser too
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(source + ": cannot parse: " + e.what());
+  }
+  if (!root.IsMap()) throw ConfigError(source + ": expected a mapping of GPT-2 config fields");
+
+  auto warn = [&](const std::string& message) {
+    if (warnings != nullptr)
+      warnings->push_back(message);
+    else
+      std::cerr << "warning: " << message << "\n";
+  };
+
+  GptConfig config;
+  bool saw_n_positions = false;
+  bool saw_n_ctx = false;
+  int n_ctx = 0;
+  for (const auto& item : root) {
+    const std::string key = item.first.as<std::string>();
+    const YAML::Node& value = item.second;
+    if (key == "vocab_size") {
+      config.vocab_size = read_scalar<int>(value, source, key);
+    } else if (key == "n_positions") {
+      config.n_positions = read_scalar<int>(value, source, key);
+      saw_n_positions = true;
+    } else if (key == "n_ctx") {
+      n_ctx = read_scalar<int>(value, source, key);
+      saw_n_ctx = true;
+    } else if (key == "n_embd") {
+      config.n_embd = read_scalar<int>(value, source, key);
+    } else if (key == "n_layer") {
+      config.n_layer = read_scalar<int>(value, source, key);
+    } else if (key == "n_head") {
+      config.n_head = read_scalar<int>(value, source, key);
+    } else if (key == "layer_norm_epsilon") {
+      config.layer_norm_epsilon = read_scalar<float>(value, source, key);
+    } else if (key == "initializer_range") {
+      config.initializer_range = read_scalar<float>(value, source, key);
+    } else if (std::find(dropout_fields().begin(), dropout_fields().end(), key) !=
+               dropout_fields().end()) {
+      const double p = read_scalar<double>(value, source, key);
+      if (p != 0.0) {
+        std::ostringstream what;
+        what << key << "=" << p;
+        if (format == ConfigFormat::Yaml)
+          throw ConfigError(source + ": not supported yet: dropout (" + what.str() +
+                            "); set it to 0");
+        warn(source + ": " + what.str() + " is ignored: zerotrain trains without dropout");
+      }
+    } else if (key == "activation_function") {
+      const std::string name = value.as<std::string>();
+      if (name != "gelu_new" && name != "gelu_pytorch_tanh")
+        throw ConfigError(source + ": activation_function '" + name +
+                          "' is not supported; zerotrain implements GELU with the tanh "
+                          "approximation ('gelu_new' or 'gelu_pytorch_tanh')");
+    } else if (key == "n_inner") {
+      // checked after the loop, once n_embd is known
+    } else if (key == "tie_word_embeddings") {
+      if (!read_scalar<bool>(value, source, key))
+        throw ConfigError(source + ": tie_word_embeddings=false is not supported; zerotrain's "
+                                   "output layer is the transposed token embedding");
+    } else if (key == "scale_attn_weights") {
+      if (!read_scalar<bool>(value, source, key))
+        throw ConfigError(source + ": scale_attn_weights=false is not supported; attention "
+                                   "scores are always scaled by 1/sqrt(head size)");
+    } else if (key == "scale_attn_by_inverse_layer_idx" || key == "reorder_and_upcast_attn" ||
+               key == "add_cross_attention") {
+      if (read_scalar<bool>(value, source, key))
+        throw ConfigError(source + ": " + key + "=true is not supported; set it to false");
+    } else if (ignored_fields().count(key) != 0) {
+      // no effect on the language model's math
+    } else {
+      throw ConfigError(source + ": unknown field '" + key + "'" + did_you_mean(key));
+    }
+  }
+  if (saw_n_ctx) {
+    if (saw_n_positions && n_ctx != config.n_positions)
+      throw ConfigError(source + ": n_ctx (" + std::to_string(n_ctx) + ") and n_positions (" +
+                        std::to_string(config.n_positions) + ") disagree");
+    config.n_positions = n_ctx;
+  }
+  if (root["n_inner"].IsDefined() && !root["n_inner"].IsNull()) {
+    const int n_inner = read_scalar<int>(root["n_inner"], source, "n_inner");
+    if (n_inner != 4 * config.n_embd)
+      throw ConfigError(source + ": n_inner=" + std::to_string(n_inner) +
+                        " is not supported; the MLP width is 4*n_embd (" +
+                        std::to_string(4 * config.n_embd) + "); use null");
+  }
+  config.validate(source);
+  return config;
+}
+
+GptConfig load_gpt_config(const std::string& path, std::vector<std::string>* warnings) {
+  std::ifstream file(path);
+  if (!file) throw ConfigError(path + ": cannot open the model config file");
+  std::ostringstream text;
+  text << file.rdbuf();
+  const bool is_json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
+  return parse_gpt_config(text.str(), path,
+                          is_json ? ConfigFormat::HuggingFaceJson : ConfigFormat::Yaml, warnings);
+}
+
+}  // namespace zt::model

@@ -1,0 +1,842 @@
+// SPDX-License-Identifier: Apache-2.0
+// Tests of zt_config: DeepSpeed configs from its docs/tutorials and the HF Trainer, the schema
+// against the reference key list, validation messages, "auto" resolution, the batch triple and
+// the scheduler/optimizer parameters.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <yaml-cpp/yaml.h>
+
+#include "config/config.hpp"
+#include "config/schema.hpp"
+
+namespace zt::config {
+namespace {
+
+const std::string kData = ZT_CONFIG_TEST_DATA;
+
+ResolvedConfig parse(const std::string& text, int world = 1, const CommandLineOverrides& flags = {},
+                     const ModelFacts& model = {}, std::int64_t run_steps = 0) {
+  return parse_config_text(text, "ds_config.json", flags, model, world, run_steps);
+}
+
+// The ConfigError text of a config that must fail ("" if it parsed).
+std::string errors_of(const std::string& text, int world = 1,
+                      const CommandLineOverrides& flags = {}, const ModelFacts& model = {},
+                      std::int64_t run_steps = 0) {
+  try {
+    parse(text, world, flags, model, run_steps);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+#define EXPECT_CONTAINS(haystack, needle)                                                          \
+  do {                                                                                             \
+    const std::string h_ = (haystack);                                                             \
+    EXPECT_NE(h_.find(needle), std::string::npos) << "expected to find: " << (needle) << "\nin:\n" \
+                                                  << h_;                                           \
+  } while (0)
+
+const Entry* find_entry(const ResolvedConfig& c, const std::string& path) {
+  for (const Entry& e : c.entries) {
+    if (e.path == path) return &e;
+  }
+  return nullptr;
+}
+
+const char* kMinimal = R"({"train_batch_size": 8, "optimizer": {"type": "AdamW"}})";
+
+// ---------------------------------------------------------------- real configs
+
+TEST(RealConfigs, Zero1TutorialFailsOnFp16AndMaxGradNorm) {
+  const std::string errors = [] {
+    try {
+      load_config(kData + "/ds_zero1_tutorial.json", {}, {}, 1, 0);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  }();
+  EXPECT_CONTAINS(errors, "ds_zero1_tutorial.json: not supported yet: fp16.enabled = true");
+  EXPECT_CONTAINS(errors, "optimizer.params.max_grad_norm");
+  EXPECT_CONTAINS(errors, "gradient_clipping");
+}
+
+TEST(RealConfigs, Zero2TutorialResolves) {
+  const ResolvedConfig c = load_config(kData + "/ds_zero2_tutorial.json", {}, {}, 4, 0);
+  EXPECT_EQ(c.zero.stage, 2);
+  EXPECT_EQ(c.train_batch_size, 32);
+  EXPECT_EQ(c.train_micro_batch_size_per_gpu, 4);
+  EXPECT_EQ(c.gradient_accumulation_steps, 2);
+  EXPECT_EQ(c.zero.reduce_bucket_size, 500000000);
+  EXPECT_EQ(c.zero.allgather_bucket_size, 500000000);
+  EXPECT_FALSE(c.zero.overlap_comm);
+  EXPECT_EQ(c.optimizer.type, OptimizerType::kAdamW);
+  EXPECT_TRUE(c.optimizer.adam_w_mode);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.95);
+  EXPECT_DOUBLE_EQ(c.optimizer.weight_decay, 0.1);
+  EXPECT_EQ(c.scheduler.type, SchedulerType::kWarmupDecayLR);
+  EXPECT_EQ(c.scheduler.total_num_steps, 1000);
+  EXPECT_EQ(c.scheduler.warmup_num_steps, 100);
+}
+
+TEST(RealConfigs, Zero3CpuOffloadNamesBothOffloads) {
+  std::string errors;
+  try {
+    load_config(kData + "/ds_zero3_offload_tutorial.json", {}, {}, 8, 0);
+  } catch (const ConfigError& e) {
+    errors = e.what();
+    EXPECT_EQ(e.problems.size(), 2u) << errors;
+  }
+  EXPECT_CONTAINS(errors,
+                  "not supported yet: zero_optimization.offload_optimizer.device = \"cpu\"");
+  EXPECT_CONTAINS(errors, "not supported yet: zero_optimization.offload_param.device = \"cpu\"");
+}
+
+TEST(RealConfigs, ZeroInfinityNvmeNamesNvme) {
+  std::string errors;
+  try {
+    load_config(kData + "/ds_zero3_nvme_infinity.json", {}, {}, 2, 0);
+  } catch (const ConfigError& e) {
+    errors = e.what();
+  }
+  EXPECT_CONTAINS(errors, "offload_param.device = \"nvme\"");
+  EXPECT_CONTAINS(errors, "offload_optimizer.device = \"nvme\"");
+  EXPECT_EQ(errors.find("thread_count"), std::string::npos) << "thread_count is an alias";
+}
+
+TEST(RealConfigs, HfZero3FailsOnlyOnOffload) {
+  CommandLineOverrides flags;
+  flags.learning_rate = 1e-4;
+  flags.warmup_steps = 100;  // the Trainer default 0 is refused, as DeepSpeed refuses it
+  std::string errors;
+  try {
+    load_config(kData + "/hf_ds_config_zero3.json", flags, ModelFacts{768}, 2, 1000);
+  } catch (const ConfigError& e) {
+    errors = e.what();
+    EXPECT_EQ(e.problems.size(), 2u) << errors;
+  }
+  EXPECT_CONTAINS(errors, "offload_optimizer.device");
+  EXPECT_CONTAINS(errors, "offload_param.device");
+}
+
+TEST(RealConfigs, HfZero2ResolvesAutos) {
+  CommandLineOverrides flags;
+  flags.learning_rate = 3e-4;
+  flags.per_device_train_batch_size = 4;
+  flags.warmup_steps = 50;
+  flags.max_steps = 2000;
+  const ResolvedConfig c =
+      load_config(kData + "/hf_ds_config_zero2.json", flags, ModelFacts{1024}, 2, 0);
+  EXPECT_EQ(c.train_micro_batch_size_per_gpu, 4);
+  EXPECT_EQ(c.gradient_accumulation_steps, 1);
+  EXPECT_EQ(c.train_batch_size, 8);
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 3e-4);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta1, 0.9);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.999);
+  EXPECT_DOUBLE_EQ(c.optimizer.eps, 1e-8);
+  EXPECT_DOUBLE_EQ(c.gradient_clipping, 1.0);
+  EXPECT_EQ(c.zero.reduce_bucket_size, 1024 * 1024);
+  EXPECT_EQ(c.scheduler.warmup_num_steps, 50);
+  EXPECT_EQ(c.scheduler.total_num_steps, 2000);
+  EXPECT_DOUBLE_EQ(c.scheduler.warmup_max_lr, 3e-4);
+  EXPECT_DOUBLE_EQ(c.scheduler.warmup_min_lr, 0.0);
+  EXPECT_FALSE(c.fp16.enabled);
+  EXPECT_FALSE(c.bf16.enabled);
+  EXPECT_EQ(find_entry(c, "optimizer.params.lr")->source, Source::kAutoFromFlag);
+  EXPECT_EQ(find_entry(c, "optimizer.params.eps")->source, Source::kAutoTrainerDefault);
+  EXPECT_EQ(find_entry(c, "zero_optimization.reduce_bucket_size")->source, Source::kAutoModel);
+  EXPECT_EQ(find_entry(c, "fp16.enabled")->source, Source::kAutoTrainerDefault);
+}
+
+TEST(RealConfigs, YamlConfigParses) {
+  const ResolvedConfig c = load_config(kData + "/zero3_fp32.yaml", {}, {}, 4, 0);
+  EXPECT_EQ(c.zero.stage, 3);
+  EXPECT_TRUE(c.zero.overlap_comm);  // None -> true at stage 3
+  EXPECT_EQ(c.train_micro_batch_size_per_gpu, 8);
+  EXPECT_EQ(c.zero.prefetch_bucket_size, 50000000);
+  EXPECT_EQ(c.aio.intra_op_parallelism, 2);
+  EXPECT_EQ(c.checkpoint.tag_validation, "Fail");
+  EXPECT_EQ(c.scheduler.type, SchedulerType::kWarmupCosineLR);
+  EXPECT_EQ(c.scheduler.warmup_type, "linear");
+}
+
+TEST(RealConfigs, ExampleInputsResolve) {
+  for (const char* name :
+       {"zero0.json", "zero1.json", "zero2.json", "zero3.json", "hf_trainer_auto.json"}) {
+    SCOPED_TRACE(name);
+    EXPECT_NO_THROW(
+        load_config(std::string(ZT_CONFIG_INPUTS) + "/" + name, {}, ModelFacts{768}, 2, 100));
+  }
+}
+
+TEST(RealConfigs, MissingFileIsAConfigError) {
+  EXPECT_THROW(load_config(kData + "/no_such_file.json", {}, {}, 1, 0), ConfigError);
+}
+
+TEST(RealConfigs, SyntaxErrorNamesTheLine) {
+  EXPECT_CONTAINS(errors_of("{\n\"train_batch_size\": 8,\n\"optimizer\": [1, \n}"),
+                  "ds_config.json:");
+}
+
+// ---------------------------------------------------------------- schema coverage
+
+TEST(Schema, KnowsEveryKeyOfTheReference) {
+  std::ifstream file(kData + "/deepspeed_keys.txt");
+  ASSERT_TRUE(file) << "missing deepspeed_keys.txt";
+  std::string line;
+  int checked = 0;
+  while (std::getline(file, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    EXPECT_NE(find_key_spec(line), nullptr) << "schema lacks " << line;
+    ++checked;
+  }
+  EXPECT_GT(checked, 500);
+}
+
+TEST(Schema, EveryKeyAtItsDefaultIsAccepted) {
+  // Build one config holding every leaf key with a default, at that default.
+  YAML::Node root(YAML::NodeType::Map);
+  root["train_batch_size"] = 8;
+  root["optimizer"]["type"] = "Adam";
+  root["scheduler"]["type"] = "WarmupLR";
+  auto under_presence_section = [](const std::string& path) {
+    for (const KeySpec& s : all_key_specs()) {
+      if (s.support == Support::kPresenceUnsupported &&
+          path.compare(0, s.path.size() + 1, s.path + ".") == 0) {
+        return true;
+      }
+    }
+    return false;
+  };
+  int written = 0;
+  for (const KeySpec& spec : all_key_specs()) {
+    if (spec.default_text.empty() || !spec.alias_of.empty() || spec.support == Support::kNotRead ||
+        spec.path.find('*') != std::string::npos ||
+        spec.path.find("layer_specs") != std::string::npos || spec.kind == ValueKind::kSection ||
+        under_presence_section(spec.path) || spec.path == "datastates_ckpt") {
+      continue;
+    }
+    if (!spec.applies_to.empty()) {
+      const bool for_adam = std::find(spec.applies_to.begin(), spec.applies_to.end(), "adam") !=
+                            spec.applies_to.end();
+      const bool for_warmup = std::find(spec.applies_to.begin(), spec.applies_to.end(),
+                                        "warmuplr") != spec.applies_to.end();
+      if (!for_adam && !for_warmup) continue;
+    }
+    std::vector<std::string> parts;
+    std::stringstream ss(spec.path);
+    for (std::string part; std::getline(ss, part, '.');) parts.push_back(part);
+    std::vector<YAML::Node> chain{root};
+    for (std::size_t i = 0; i + 1 < parts.size(); ++i) chain.push_back(chain.back()[parts[i]]);
+    chain.back()[parts.back()] = YAML::Load(spec.default_text);
+    ++written;
+  }
+  YAML::Emitter emitter;
+  emitter << root;
+  const std::string errors = errors_of(emitter.c_str(), 1);
+  EXPECT_EQ(errors, "");
+  EXPECT_GT(written, 250);
+}
+
+TEST(Schema, EditDistance) {
+  EXPECT_EQ(edit_distance("kitten", "sitting"), 3u);
+  EXPECT_EQ(closest_name("reduce_bucket_sise", {"reduce_bucket_size", "stage"}),
+            "reduce_bucket_size");
+  EXPECT_EQ(closest_name("completely_different", {"stage"}), "");
+}
+
+// ---------------------------------------------------------------- validation
+
+TEST(Validation, MisspelledKeySuggestsClosest) {
+  const std::string errors = errors_of(
+      R"({"train_batch_size": 8, "zero_optimization": {"stage": 2, "reduce_bucket_sise": 1}})");
+  EXPECT_CONTAINS(errors,
+                  "ds_config.json: zero_optimization.reduce_bucket_sise: unknown key "
+                  "'reduce_bucket_sise'; did you mean 'reduce_bucket_size'?");
+}
+
+TEST(Validation, UnknownTopLevelKeyIsAnError) {
+  const std::string errors = errors_of(R"({"train_batch_size": 8, "zero_optimisation": {}})");
+  EXPECT_CONTAINS(errors, "did you mean 'zero_optimization'?");
+  EXPECT_CONTAINS(errors, "DeepSpeed silently ignores unknown top-level keys");
+}
+
+TEST(Validation, KeyInTheWrongSectionSaysWhere) {
+  const std::string errors = errors_of(R"({"train_batch_size": 8, "overlap_comm": true})");
+  EXPECT_CONTAINS(errors, "is a key of 'zero_optimization'");
+}
+
+TEST(Validation, NamesThatLookValidGetTheirHint) {
+  const struct {
+    const char* config;
+    const char* hint;
+  } cases[] = {
+      {R"({"elasticity": {"prefer_large_batch": true}})", "prefer_larger_batch"},
+      {R"({"optimizer": {"type": "Adam", "params": {"max_grad_norm": 1}}})", "gradient_clipping"},
+      {R"({"zero_optimization": {"grad_hooks": true}})", "not a field"},
+      {R"({"bf16": {"check_overflow": true}})", "check_grad_overflow"},
+      {R"({"bf16": {"loss_scale": 0}})", "fp16-only key"},
+      {R"({"zero_optimization": {"cpu_offload_params": true}})", "cpu_offload_param"},
+      {R"({"autotuning": {"start_step": 1}})", "start_profile_step"},
+      {R"({"autotuning": {"end_step": 1}})", "end_profile_step"},
+      {R"({"eigenvalue": {"enabled": true}})", "quantize_training.eigenvalue"},
+      {R"({"quantize_training": {"quantize_bits": {"start_bits": 8}}})", "legacy MoQ"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.config);
+    std::string config = c.config;
+    config.insert(1, "\"train_batch_size\": 8, ");
+    EXPECT_CONTAINS(errors_of(config), c.hint);
+  }
+}
+
+TEST(Validation, WrongTypesAreErrors) {
+  EXPECT_CONTAINS(
+      errors_of(R"({"train_batch_size": 8, "zero_optimization": {"stage": "four"}})"),
+      "ds_config.json: zero_optimization.stage: expected an integer 0..3, got \"four\"");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "zero_optimization": {"stage": 1.5}})"),
+                  "expected an integer 0..3, got 1.5");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "wall_clock_breakdown": 2})"),
+                  "wall_clock_breakdown: expected a bool");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "gradient_clipping": true})"),
+                  "gradient_clipping: expected a number");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "zero_optimization": [1, 2]})"),
+                  "zero_optimization: expected a section");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "log_level": 5})"),
+                  "log_level: expected one of");
+}
+
+TEST(Validation, LaxCoercionsOfDeepSpeedAreAccepted) {
+  const ResolvedConfig c = parse(R"({
+    "train_batch_size": "8",
+    "zero_optimization": {"stage": 2.0, "reduce_bucket_size": 5e8, "allgather_bucket_size": "2e8",
+                          "overlap_comm": "true", "contiguous_gradients": 0},
+    "wall_clock_breakdown": 1, "optimizer": {"type": "adamw"}})");
+  EXPECT_EQ(c.train_batch_size, 8);
+  EXPECT_EQ(c.zero.stage, 2);
+  EXPECT_EQ(c.zero.reduce_bucket_size, 500000000);
+  EXPECT_EQ(c.zero.allgather_bucket_size, 200000000);
+  EXPECT_TRUE(c.zero.overlap_comm);
+  EXPECT_FALSE(c.zero.contiguous_gradients);
+  EXPECT_TRUE(c.wall_clock_breakdown);
+}
+
+TEST(Validation, OutOfRangeAndBadChoices) {
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "zero_optimization": {"stage": 4}})"),
+                  "zero_optimization.stage: expected an integer 0..3, got 4");
+  EXPECT_CONTAINS(
+      errors_of(
+          R"({"train_batch_size": 8, "zero_optimization": {"stage3_max_reuse_distance": -1}})"),
+      "stage3_max_reuse_distance: expected an integer >= 0, got -1");
+  EXPECT_CONTAINS(
+      errors_of(
+          R"({"train_batch_size": 8, "zero_optimization": {"offload_optimizer": {"ratio": 1.5}}})"),
+      "ratio: expected a number in [0, 1], got 1.5");
+  EXPECT_CONTAINS(
+      errors_of(R"({"train_batch_size": 8, "checkpoint": {"tag_validation": "Maybe"}})"),
+      "expected one of Ignore|Warn|Fail");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "communication_data_type": "fp8"})"),
+                  "communication_data_type: expected one of fp16|bf16|fp32");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "optimizer": {"type": "AdamW",
+                  "params": {"betas": [0.9]}}})"),
+                  "two numbers");
+}
+
+TEST(Validation, AliasPairs) {
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "zero_optimization": {"stage": 3,
+      "stage3_prefetch_bucket_size": 100, "prefetch_bucket_size": 200}})"),
+                  "are two spellings of one setting with different values");
+  const ResolvedConfig same = parse(R"({"train_batch_size": 8, "zero_optimization": {"stage": 3,
+      "stage3_prefetch_bucket_size": 100, "prefetch_bucket_size": 100, "max_live_parameters": 7}})");
+  EXPECT_EQ(same.zero.prefetch_bucket_size, 100);
+  EXPECT_EQ(same.zero.max_live_parameters, 7);
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "aio": {"thread_count": 4,
+      "intra_op_parallelism": 2}})"),
+                  "'aio.thread_count' = 4 and 'aio.intra_op_parallelism' = 2");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "bf16": {"enabled": false},
+      "bfloat16": {"enabled": true}})"),
+                  "two spellings of one setting");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "zero_optimization": {"cpu_offload": false,
+      "offload_optimizer": {"device": "none"}}})"),
+                  "cannot give the deprecated 'zero_optimization.cpu_offload' together with "
+                  "'zero_optimization.offload_optimizer'");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "zero_optimization": {"stage": 3,
+      "stage3_gather_fp16_weights_on_model_save": true,
+      "gather_16bit_weights_on_model_save": true}})"),
+                  "deprecated");
+  EXPECT_CONTAINS(
+      errors_of(R"({"train_batch_size": 8, "zero_optimization": {"cpu_offload": true}})"),
+      "not supported yet: zero_optimization.cpu_offload = true");
+}
+
+TEST(Validation, DuplicateKeys) {
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "train_batch_size": 16})"),
+                  "ds_config.json: train_batch_size: duplicate key");
+  EXPECT_CONTAINS(
+      errors_of(R"({"train_batch_size": 8, "zero_optimization": {"stage": 1, "stage": 2}})"),
+      "zero_optimization.stage: duplicate key");
+}
+
+TEST(Validation, AllProblemsAreReportedTogether) {
+  try {
+    parse(R"({"train_batch_size": 8, "zero_optimization": {"stage": 9, "bogus": 1},
+              "tensorboard": {"enabled": true}, "typo_key": 1})");
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_GE(e.problems.size(), 4u) << e.what();
+  }
+}
+
+TEST(Validation, AutoOnlyWhereResolvable) {
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "steps_per_print": "auto"})"),
+                  "steps_per_print: \"auto\" cannot be resolved here");
+  // Strict DeepSpeed sections drop "auto": default.
+  const ResolvedConfig c = parse(
+      R"({"train_batch_size": 8, "zero_optimization": {"stage": 2, "overlap_comm": "auto"}})");
+  EXPECT_FALSE(c.zero.overlap_comm);
+  EXPECT_EQ(find_entry(c, "zero_optimization.overlap_comm")->source, Source::kDerived);
+}
+
+// ---------------------------------------------------------------- support status
+
+TEST(Support, DisabledFeaturesAreAcceptedEnabledOnesRefused) {
+  EXPECT_NO_THROW(parse(R"({"train_batch_size": 8, "tensorboard": {"enabled": false,
+      "output_path": "x"}, "fp16": {"enabled": false, "loss_scale_window": 500},
+      "flops_profiler": {"enabled": false}, "weight_quantization": {"enabled": false},
+      "zero_optimization": {"offload_param": {"device": "none"}, "offload_optimizer": null}})"));
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "tensorboard": {"enabled": true}})"),
+                  "not supported yet: tensorboard.enabled = true");
+  EXPECT_CONTAINS(
+      errors_of(R"({"train_batch_size": 8, "communication_data_type": "bf16"})"),
+      "not supported yet: communication_data_type = \"bf16\"; zerotrain supports: fp32");
+  EXPECT_NO_THROW(parse(R"({"train_batch_size": 8, "communication_data_type": "FP32"})"));
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "activation_checkpointing":
+      {"partition_activations": true}})"),
+                  "not supported yet: activation_checkpointing.partition_activations = true");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "sparse_attention": {"mode": "fixed"}})"),
+                  "not supported yet: sparse_attention");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "comms_logger": {"enabled": true}})"),
+                  "not supported yet: comms_logger");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "zero_optimization": {"zenflow": {}}})"),
+                  "not supported yet: zero_optimization.zenflow");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "dump_state": true})"),
+                  "not supported yet: dump_state = true");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "amp": {"opt_level": "O1"}})"),
+                  "amp.enabled: required when 'amp' is present");
+  EXPECT_NO_THROW(parse(R"({"train_batch_size": 8, "csv_monitor": {"enabled": true,
+      "output_path": "logs", "job_name": "run1"}})"));
+}
+
+TEST(Support, FlagsThatTurnOnUnsupportedFeatures) {
+  CommandLineOverrides flags;
+  flags.bf16 = true;
+  EXPECT_CONTAINS(errors_of(kMinimal, 1, flags),
+                  "not supported yet: bf16.enabled = true (flag --bf16)");
+}
+
+TEST(Support, Optimizers) {
+  const ResolvedConfig adam = parse(R"({"train_batch_size": 8, "optimizer": {"type": "Adam",
+      "params": {"lr": 0.01, "adam_w_mode": false, "torch_adam": true, "bias_correction": false}}})");
+  EXPECT_EQ(adam.optimizer.type, OptimizerType::kAdam);
+  EXPECT_FALSE(adam.optimizer.adam_w_mode);
+  EXPECT_FALSE(adam.optimizer.bias_correction);
+  EXPECT_TRUE(adam.optimizer.torch_adam);
+  const ResolvedConfig adam_default =
+      parse(R"({"train_batch_size": 8, "optimizer": {"type": "Adam"}})");
+  EXPECT_TRUE(adam_default.optimizer.adam_w_mode);  // DeepSpeed: adam_w_mode defaults to true
+  EXPECT_DOUBLE_EQ(adam_default.optimizer.lr, 1e-3);
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "optimizer": {"type": "Adam",
+      "params": {"amsgrad": true}}})"),
+                  "not supported yet: optimizer.params.amsgrad = true");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "optimizer": {"type": "Lion"}})"),
+                  "not supported yet: optimizer.type = \"Lion\"");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "optimizer": {"type": "Adam",
+      "params": {"max_coeff": 5}}})"),
+                  "optimizer.params.max_coeff: not a parameter of Adam");
+  const char* lamb_stage1 = R"({"train_batch_size": 8, "zero_optimization": {"stage": 1},
+      "optimizer": {"type": "Lamb", "params": {"lr": 0.01, "max_coeff": 5, "min_coeff": 0.1,
+      "eps_inside_sqrt": true}}%s})";
+  char buffer[512];
+  std::snprintf(buffer, sizeof buffer, lamb_stage1, "");
+  EXPECT_CONTAINS(errors_of(buffer),
+                  "You are using an untested ZeRO Optimizer. Please add "
+                  "<\"zero_allow_untested_optimizer\": true> in the configuration file");
+  std::snprintf(buffer, sizeof buffer, lamb_stage1, ", \"zero_allow_untested_optimizer\": true");
+  const ResolvedConfig lamb = parse(buffer);
+  EXPECT_EQ(lamb.optimizer.type, OptimizerType::kLamb);
+  EXPECT_DOUBLE_EQ(lamb.optimizer.max_coeff, 5);
+  EXPECT_DOUBLE_EQ(lamb.optimizer.min_coeff, 0.1);
+  EXPECT_TRUE(lamb.optimizer.eps_inside_sqrt);
+  EXPECT_FALSE(lamb.optimizer.adam_w_mode);
+}
+
+TEST(Support, NoOptimizerSectionMeansTrainerAdamW) {
+  CommandLineOverrides flags;
+  flags.learning_rate = 2e-4;
+  const ResolvedConfig c = parse(R"({"train_batch_size": 8})", 1, flags);
+  EXPECT_EQ(c.optimizer.type, OptimizerType::kAdamW);
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 2e-4);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.999);
+}
+
+TEST(Support, LegacyZeroBoolForm) {
+  const ResolvedConfig c =
+      parse(R"({"train_batch_size": 8, "zero_optimization": true, "allgather_size": 1000})");
+  EXPECT_EQ(c.zero.stage, 1);
+  EXPECT_EQ(c.zero.allgather_bucket_size, 1000);
+}
+
+TEST(Support, CrossRules) {
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "zero_optimization": {"stage": 3},
+      "gradient_allreduce_op": "sum"})"),
+                  "gradient_allreduce_op");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "zero_optimization": {"stage": 2},
+      "prescale_gradients": true})"),
+                  "reduce_scatter");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "zero_optimization": {"stage": 2,
+      "offload_optimizer": {"ratio": 0.5}}})"),
+                  "Partial offloading only supported for ZeRO Stage 3.");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "data_parallel_size": 2})", 4),
+                  "data_parallel_size: 2 but the world size is 4");
+}
+
+// ---------------------------------------------------------------- batch triple
+
+struct BatchCase {
+  const char* keys;
+  int world;
+  std::int64_t train, micro, gas;
+};
+
+TEST(BatchTriple, EveryRowOfDeepSpeedsTable) {
+  const BatchCase cases[] = {
+      {R"("train_batch_size": 32, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2)",
+       4, 32, 4, 2},
+      {R"("train_batch_size": 32, "train_micro_batch_size_per_gpu": 4)", 4, 32, 4, 2},
+      {R"("train_batch_size": 32, "gradient_accumulation_steps": 2)", 4, 32, 4, 2},
+      {R"("train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2)", 4, 32, 4, 2},
+      {R"("train_batch_size": 32)", 4, 32, 8, 1},
+      {R"("train_micro_batch_size_per_gpu": 4)", 4, 16, 4, 1},
+  };
+  for (const BatchCase& c : cases) {
+    SCOPED_TRACE(c.keys);
+    const ResolvedConfig r = parse(std::string("{") + c.keys + "}", c.world);
+    EXPECT_EQ(r.train_batch_size, c.train);
+    EXPECT_EQ(r.train_micro_batch_size_per_gpu, c.micro);
+    EXPECT_EQ(r.gradient_accumulation_steps, c.gas);
+  }
+  EXPECT_CONTAINS(errors_of(R"({"gradient_accumulation_steps": 2})"),
+                  "Either train_batch_size or train_micro_batch_size_per_gpu needs to be provided");
+  EXPECT_CONTAINS(errors_of(R"({})"), "Either train_batch_size or train_micro_batch_size_per_gpu");
+}
+
+TEST(BatchTriple, InconsistentShowsTheNumbers) {
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 10})", 4),
+                  "Check batch related parameters. train_batch_size is not equal to "
+                  "micro_batch_per_gpu * gradient_acc_step * world_size 10 != 2 * 1 * 4");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 30, "train_micro_batch_size_per_gpu": 4,
+      "gradient_accumulation_steps": 2})",
+                            4),
+                  "30 != 4 * 2 * 4");
+  // Integer division first, then the assertion (DeepSpeed's order).
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 36, "train_micro_batch_size_per_gpu": 4})", 4),
+                  "36 != 4 * 2 * 4");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 2})", 4), "2 != 0 * 1 * 4");
+}
+
+// ---------------------------------------------------------------- auto resolution
+
+const char* kAllAuto = R"({
+  "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
+  "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+  "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto",
+                                            "weight_decay": "auto"}},
+  "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_min_lr": "auto",
+      "warmup_max_lr": "auto", "warmup_num_steps": "auto", "total_num_steps": "auto"}},
+  "fp16": {"enabled": "auto"}, "bf16": {"enabled": "auto"},
+  "zero_optimization": {"stage": 3, "reduce_bucket_size": "auto",
+      "stage3_prefetch_bucket_size": "auto", "stage3_param_persistence_threshold": "auto"}})";
+
+TEST(Auto, FromFlags) {
+  CommandLineOverrides f;
+  f.learning_rate = 1e-4;
+  f.adam_beta1 = 0.8;
+  f.adam_beta2 = 0.95;
+  f.adam_epsilon = 1e-6;
+  f.weight_decay = 0.01;
+  f.warmup_steps = 10;
+  f.max_steps = 500;
+  f.per_device_train_batch_size = 2;
+  f.gradient_accumulation_steps = 3;
+  f.max_grad_norm = 0.5;
+  const ResolvedConfig c = parse(kAllAuto, 4, f, ModelFacts{100});
+  EXPECT_EQ(c.train_micro_batch_size_per_gpu, 2);
+  EXPECT_EQ(c.gradient_accumulation_steps, 3);
+  EXPECT_EQ(c.train_batch_size, 24);
+  EXPECT_DOUBLE_EQ(c.gradient_clipping, 0.5);
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 1e-4);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta1, 0.8);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.95);
+  EXPECT_DOUBLE_EQ(c.optimizer.eps, 1e-6);
+  EXPECT_DOUBLE_EQ(c.optimizer.weight_decay, 0.01);
+  EXPECT_DOUBLE_EQ(c.scheduler.warmup_min_lr, 0.0);
+  EXPECT_DOUBLE_EQ(c.scheduler.warmup_max_lr, 1e-4);
+  EXPECT_EQ(c.scheduler.warmup_num_steps, 10);
+  EXPECT_EQ(c.scheduler.total_num_steps, 500);
+  EXPECT_EQ(c.zero.reduce_bucket_size, 10000);
+  EXPECT_EQ(c.zero.prefetch_bucket_size, 9000);
+  EXPECT_EQ(c.zero.param_persistence_threshold, 1000);
+  const Entry* lr = find_entry(c, "optimizer.params.lr");
+  ASSERT_NE(lr, nullptr);
+  EXPECT_EQ(lr->source, Source::kAutoFromFlag);
+  EXPECT_EQ(lr->detail, "--learning_rate");
+  EXPECT_EQ(find_entry(c, "zero_optimization.stage3_prefetch_bucket_size")->source,
+            Source::kAutoModel);
+}
+
+TEST(Auto, TrainerDefaultsWithoutFlags) {
+  CommandLineOverrides f;
+  f.warmup_steps = 5;  // DeepSpeed's WarmupDecayLR needs warmup_num_steps > 0
+  const ResolvedConfig c = parse(kAllAuto, 2, f, ModelFacts{64}, 1234);
+  EXPECT_EQ(c.train_micro_batch_size_per_gpu, 8);
+  EXPECT_EQ(c.gradient_accumulation_steps, 1);
+  EXPECT_EQ(c.train_batch_size, 16);
+  EXPECT_DOUBLE_EQ(c.gradient_clipping, 1.0);
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 5e-5);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta1, 0.9);
+  EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.999);
+  EXPECT_DOUBLE_EQ(c.optimizer.eps, 1e-8);
+  EXPECT_DOUBLE_EQ(c.optimizer.weight_decay, 0.0);
+  EXPECT_EQ(c.scheduler.total_num_steps, 1234);  // run length from the caller
+  EXPECT_FALSE(c.fp16.enabled);
+  EXPECT_FALSE(c.bf16.enabled);
+  EXPECT_EQ(find_entry(c, "optimizer.params.lr")->source, Source::kAutoTrainerDefault);
+  EXPECT_EQ(find_entry(c, "scheduler.params.total_num_steps")->source, Source::kDerived);
+  EXPECT_EQ(find_entry(c, "train_batch_size")->source, Source::kAutoTrainerDefault);
+}
+
+TEST(Auto, WarmupZeroFromTrainerDefaultIsRefusedLikeDeepSpeed) {
+  EXPECT_CONTAINS(errors_of(kAllAuto, 1, {}, ModelFacts{64}, 100),
+                  "scheduler.params.warmup_num_steps: expected an integer >= 1, got 0");
+}
+
+TEST(Auto, NeedsRunLengthAndHiddenSize) {
+  CommandLineOverrides f;
+  f.warmup_steps = 5;
+  const std::string errors = errors_of(kAllAuto, 1, f, ModelFacts{0}, 0);
+  EXPECT_CONTAINS(errors, "scheduler.params.total_num_steps: \"auto\" needs --max_steps");
+  EXPECT_CONTAINS(errors,
+                  "zero_optimization.reduce_bucket_size: \"auto\" needs the model's "
+                  "hidden_size");
+}
+
+TEST(Auto, Stage3KeysAtStage2TakeTheDefault) {
+  const ResolvedConfig c = parse(R"({"train_batch_size": 8, "zero_optimization": {"stage": 2,
+      "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto"}})",
+                                 1, {}, ModelFacts{10});
+  EXPECT_EQ(c.zero.reduce_bucket_size, 100);
+  EXPECT_EQ(c.zero.prefetch_bucket_size, 50000000);
+  EXPECT_EQ(find_entry(c, "zero_optimization.stage3_prefetch_bucket_size")->source,
+            Source::kAutoDefault);
+}
+
+TEST(Auto, FlagAgainstConcreteValueIsAMismatch) {
+  CommandLineOverrides f;
+  f.learning_rate = 1e-4;
+  f.max_grad_norm = 2.0;
+  const std::string errors = errors_of(R"({"train_batch_size": 8, "gradient_clipping": 1.0,
+      "optimizer": {"type": "AdamW", "params": {"lr": 3e-4}}})",
+                                       1, f);
+  EXPECT_CONTAINS(errors,
+                  "optimizer.params.lr: the config says 0.0003 but --learning_rate says 0.0001");
+  EXPECT_CONTAINS(errors, "gradient_clipping: the config says 1.0 but --max_grad_norm says 2.0");
+  // Same value: fine. No flag: the config wins silently (no mismatch to report).
+  f.learning_rate = 3e-4;
+  f.max_grad_norm = 1.0;
+  EXPECT_NO_THROW(parse(R"({"train_batch_size": 8, "gradient_clipping": 1.0,
+      "optimizer": {"type": "AdamW", "params": {"lr": 3e-4}}})",
+                        1, f));
+  EXPECT_NO_THROW(parse(R"({"train_batch_size": 8, "gradient_clipping": 0.3})"));
+}
+
+TEST(Auto, FlagFillsAnAbsentKey) {
+  CommandLineOverrides f;
+  f.per_device_train_batch_size = 4;
+  f.max_grad_norm = 0.25;
+  const ResolvedConfig c = parse(R"({"optimizer": {"type": "AdamW"}})", 2, f);
+  EXPECT_EQ(c.train_micro_batch_size_per_gpu, 4);
+  EXPECT_EQ(c.train_batch_size, 8);
+  EXPECT_DOUBLE_EQ(c.gradient_clipping, 0.25);
+  EXPECT_EQ(find_entry(c, "gradient_clipping")->source, Source::kFlag);
+}
+
+// ---------------------------------------------------------------- schedulers
+
+TEST(Schedulers, EachTypesParams) {
+  const ResolvedConfig warmup = parse(R"({"train_batch_size": 8, "optimizer": {"type": "AdamW",
+      "params": {"lr": 0.002}}, "scheduler": {"type": "WarmupLR", "params": {"warmup_min_lr": 0.0001,
+      "warmup_num_steps": 50, "warmup_type": "linear"}}})");
+  EXPECT_EQ(warmup.scheduler.type, SchedulerType::kWarmupLR);
+  EXPECT_DOUBLE_EQ(warmup.scheduler.warmup_min_lr, 1e-4);
+  EXPECT_DOUBLE_EQ(warmup.scheduler.warmup_max_lr, 0.002);  // None -> optimizer lr
+  EXPECT_EQ(warmup.scheduler.warmup_num_steps, 50);
+  EXPECT_EQ(warmup.scheduler.warmup_type, "linear");
+
+  const ResolvedConfig decay = parse(R"({"train_batch_size": 8, "scheduler": {"type":
+      "WarmupDecayLR", "params": {"total_num_steps": 900}}})");
+  EXPECT_EQ(decay.scheduler.total_num_steps, 900);
+  EXPECT_DOUBLE_EQ(decay.scheduler.warmup_max_lr, 0.001);
+  EXPECT_EQ(decay.scheduler.warmup_num_steps, 1000);
+  EXPECT_EQ(decay.scheduler.warmup_type, "log");
+
+  const ResolvedConfig cosine = parse(R"({"train_batch_size": 8, "scheduler": {"type":
+      "WarmupCosineLR", "params": {"total_num_steps": 800, "warmup_min_ratio": 0.1,
+      "cos_min_ratio": 0.01, "warmup_num_steps": 20}}})");
+  EXPECT_EQ(cosine.scheduler.type, SchedulerType::kWarmupCosineLR);
+  EXPECT_DOUBLE_EQ(cosine.scheduler.warmup_min_ratio, 0.1);
+  EXPECT_DOUBLE_EQ(cosine.scheduler.cos_min_ratio, 0.01);
+
+  const ResolvedConfig one_cycle = parse(R"({"train_batch_size": 8, "scheduler": {"type":
+      "OneCycle", "params": {"cycle_min_lr": 0.0001, "cycle_max_lr": 0.001, "decay_lr_rate": 0.5,
+      "cycle_first_step_size": 100, "cycle_first_stair_count": 3, "decay_step_size": 10,
+      "cycle_momentum": false, "cycle_min_mom": 0.85, "cycle_max_mom": 0.95,
+      "decay_mom_rate": 0.1}}})");
+  const SchedulerConfig& s = one_cycle.scheduler;
+  EXPECT_EQ(s.type, SchedulerType::kOneCycle);
+  EXPECT_DOUBLE_EQ(s.cycle_min_lr, 1e-4);
+  EXPECT_DOUBLE_EQ(s.cycle_max_lr, 1e-3);
+  EXPECT_DOUBLE_EQ(s.decay_lr_rate, 0.5);
+  EXPECT_EQ(s.cycle_first_step_size, 100);
+  EXPECT_EQ(s.cycle_second_step_size, 100);  // None -> first
+  EXPECT_EQ(s.cycle_second_stair_count, 3);
+  EXPECT_EQ(s.decay_step_size, 10);
+  EXPECT_FALSE(s.cycle_momentum);
+  EXPECT_DOUBLE_EQ(s.cycle_min_mom, 0.85);
+  EXPECT_DOUBLE_EQ(s.cycle_max_mom, 0.95);
+  EXPECT_DOUBLE_EQ(s.decay_mom_rate, 0.1);
+
+  const ResolvedConfig range = parse(R"({"train_batch_size": 8, "scheduler": {"type":
+      "LRRangeTest", "params": {"lr_range_test_min_lr": 0.00001, "lr_range_test_step_size": 10,
+      "lr_range_test_step_rate": 2.0, "lr_range_test_staircase": true}}})");
+  EXPECT_EQ(range.scheduler.type, SchedulerType::kLRRangeTest);
+  EXPECT_DOUBLE_EQ(range.scheduler.lr_range_test_min_lr, 1e-5);
+  EXPECT_EQ(range.scheduler.lr_range_test_step_size, 10);
+  EXPECT_DOUBLE_EQ(range.scheduler.lr_range_test_step_rate, 2.0);
+  EXPECT_TRUE(range.scheduler.lr_range_test_staircase);
+}
+
+TEST(Schedulers, Errors) {
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "scheduler": {"type": "OneCycle",
+      "params": {"cycle_min_lr": 0.1}}})"),
+                  "scheduler.params.cycle_max_lr: required by OneCycle");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "scheduler": {"type": "WarmupCosineLR",
+      "params": {}}})"),
+                  "total_num_steps: required by WarmupCosineLR");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "scheduler": {"type": "WarmupLR",
+      "params": {"cycle_min_lr": 0.1}}})"),
+                  "cycle_min_lr: not a parameter of WarmupLR");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "scheduler": {"type": "WarmupLR"}})"),
+                  "scheduler.params: required when scheduler.type is set");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "scheduler": {"type": "StepLR",
+      "params": {}}})"),
+                  "scheduler.type: expected one of LRRangeTest|OneCycle|WarmupLR");
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8, "scheduler": {"type": "WarmupLR",
+      "params": {"warmup_type": "cubic"}}})"),
+                  "warmup_type: expected one of log|linear");
+}
+
+// ---------------------------------------------------------------- result and print
+
+TEST(Result, DefaultsAndPrint) {
+  const ResolvedConfig c = parse(kMinimal, 2);
+  EXPECT_EQ(c.steps_per_print, 10);
+  EXPECT_EQ(find_entry(c, "steps_per_print")->source, Source::kDefault);
+  EXPECT_DOUBLE_EQ(c.gradient_clipping, 1.0);
+  EXPECT_EQ(c.zero.stage, 0);
+  EXPECT_EQ(c.zero.offload_param.buffer_count, 5);
+  EXPECT_EQ(c.zero.offload_optimizer.buffer_count, 4);
+  EXPECT_TRUE(c.zero.offload_optimizer.pin_memory);
+  EXPECT_EQ(c.zero.model_persistence_threshold, INT64_MAX);
+  EXPECT_EQ(c.aio.block_size, 1048576);
+  EXPECT_EQ(c.checkpoint.tag_validation, "Warn");
+  EXPECT_EQ(c.communication_data_type, DataType::kFp32);
+  EXPECT_FALSE(c.fp16.dynamic_scaler_args_given);
+  const std::string text = format_effective_config(c);
+  // Every honoured key appears.
+  for (const KeySpec& spec : all_key_specs()) {
+    if (spec.support != Support::kHonoured || spec.kind == ValueKind::kSection ||
+        !spec.alias_of.empty() || spec.path.compare(0, 10, "scheduler.") == 0 ||
+        !spec.applies_to.empty()) {
+      continue;
+    }
+    const std::string last = spec.path.substr(spec.path.rfind('.') + 1);
+    EXPECT_NE(text.find(last), std::string::npos) << spec.path << "\n" << text;
+  }
+  EXPECT_CONTAINS(text, "[zero_optimization.offload_param]");
+  EXPECT_CONTAINS(text, "train_batch_size");
+  EXPECT_CONTAINS(text, "derived");
+}
+
+TEST(Result, Fp16SubKeysAreStored) {
+  const ResolvedConfig c = parse(R"({"train_batch_size": 8, "fp16": {"enabled": false,
+      "loss_scale": 128, "initial_scale_power": 12, "loss_scale_window": 200, "hysteresis": 4,
+      "min_loss_scale": 2, "consecutive_hysteresis": true}})");
+  EXPECT_DOUBLE_EQ(c.fp16.loss_scale, 128);
+  EXPECT_EQ(c.fp16.initial_scale_power, 12);
+  EXPECT_EQ(c.fp16.loss_scale_window, 200);
+  EXPECT_EQ(c.fp16.hysteresis, 4);
+  EXPECT_DOUBLE_EQ(c.fp16.min_loss_scale, 2);
+  EXPECT_TRUE(c.fp16.consecutive_hysteresis);
+  EXPECT_TRUE(c.fp16.dynamic_scaler_args_given);
+}
+
+}  // namespace
+}  // namespace zt::config
+
+namespace zt::config {
+namespace {
+
+TEST(Parsing, HjsonCommentsAndTrailingCommas) {
+  const ResolvedConfig c = parse(R"({
+    // DeepSpeed reads configs with hjson
+    "train_batch_size": 8, /* block
+    comment */ "optimizer": {"type": "AdamW", "params": {"lr": 0.001,}},
+    "csv_monitor": {"output_path": "/runs//a /* not a comment */"},
+  })");
+  EXPECT_EQ(c.train_batch_size, 8);
+  EXPECT_EQ(c.csv_monitor.output_path, "/runs//a /* not a comment */");
+  EXPECT_DOUBLE_EQ(c.optimizer.lr, 0.001);
+}
+
+TEST(Parsing, AmpAutoTakesTrainerValues) {
+  const ResolvedConfig c = parse(R"({"train_batch_size": 8,
+      "amp": {"enabled": "auto", "opt_level": "auto"}})");
+  const Entry* level = find_entry(c, "amp.opt_level");
+  ASSERT_NE(level, nullptr);
+  EXPECT_EQ(level->value_text, "\"O1\"");
+}
+
+TEST(Parsing, ListOfSectionsAndUserNamedGroups) {
+  EXPECT_NO_THROW(parse(R"({"train_batch_size": 8,
+      "tensor_parallel": {"partition_config": {"layer_specs": [{"patterns": ["q_proj"],
+          "partition_type": "column"}]}},
+      "compression_training": {"sparse_pruning": {"shared_parameters": {"enabled": false},
+          "different_groups": {"sp1": {"params": {"dense_ratio": 0.5}, "modules": ["fc"]}}}}})"));
+  EXPECT_CONTAINS(errors_of(R"({"train_batch_size": 8,
+      "tensor_parallel": {"partition_config": {"layer_specs": [{"partition_typ": "row"}]}}})"),
+                  "tensor_parallel.partition_config.layer_specs[0].partition_typ: unknown key "
+                  "'partition_typ'; did you mean 'partition_type'?");
+}
+
+}  // namespace
+}  // namespace zt::config
