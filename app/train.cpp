@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <sstream>
 
 #include "app/commands.hpp"
@@ -232,6 +233,44 @@ void print_breakdown(const zero::PhaseTimes& times, std::int64_t steps_in_window
   print(line);
 }
 
+/// csv_monitor as DeepSpeed's CsvMonitor writes it: one CSV per event in
+/// <output_path>/<job_name>/, named after the event with '/' turned into '_', a "step,<name>"
+/// header, and the step counted in samples. Rank 0 only.
+class CsvMonitor {
+ public:
+  CsvMonitor(const config::CsvMonitorConfig& config, const std::string& run_output_dir) {
+    if (!config.enabled) return;
+    namespace fs = std::filesystem;
+    const fs::path base = config.output_path.empty() ? fs::path(run_output_dir) / "csv_monitor"
+                                                     : fs::path(config.output_path);
+    directory_ = (base / config.job_name).string();
+    std::error_code error;
+    fs::create_directories(directory_, error);
+    if (error)
+      throw UserError(concat("csv_monitor: cannot create ", directory_, ": ", error.message()));
+  }
+  bool enabled() const { return !directory_.empty(); }
+  void write(const std::string& event, double value, std::int64_t samples) {
+    if (!enabled()) return;
+    const std::string name = event.substr(event.rfind('/') + 1);
+    std::string file = event;
+    std::replace(file.begin(), file.end(), '/', '_');
+    std::replace(file.begin(), file.end(), ' ', '_');
+    const std::string path = directory_ + "/" + file + ".csv";
+    const bool first = started_.insert(path).second;
+    std::FILE* out = std::fopen(path.c_str(), first ? "w" : "a");
+    if (out == nullptr) throw std::runtime_error("csv_monitor: cannot write " + path);
+    if (first) std::fprintf(out, "step,%s\n", name.c_str());
+    std::fprintf(out, "%lld,%.9g\n", static_cast<long long>(samples), value);
+    std::fclose(out);
+  }
+  const std::string& directory() const { return directory_; }
+
+ private:
+  std::string directory_;
+  std::set<std::string> started_;
+};
+
 int train(runtime::Environment& environment, const TrainOptions& options) {
   const auto& process = environment.info();
   runtime::Stopwatch run_watch;
@@ -336,6 +375,9 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
   print(config::format_effective_config(cfg));
 
   zero::Engine engine(model, *comm, settings);
+  CsvMonitor csv_monitor(process.rank == 0 ? cfg.csv_monitor : config::CsvMonitorConfig{},
+                         run.output_dir);
+  if (csv_monitor.enabled()) print(concat("  csv_monitor  ", csv_monitor.directory(), "/"));
 
   // Training.
   std::vector<double> losses;
@@ -357,6 +399,9 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
       throw std::runtime_error(concat("the loss is ", last.loss, " at step ", last.step,
                                       " (lr ", last.lr, "); stopping"));
     losses.push_back(last.loss);
+    const std::int64_t samples = last.step * cfg.train_batch_size;
+    csv_monitor.write("Train/Samples/train_loss", last.loss, samples);
+    csv_monitor.write("Train/Samples/lr", last.lr, samples);
     window_times += last.phases;
     window_seconds += last.phases.total;
     ++window_steps;

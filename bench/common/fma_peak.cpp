@@ -28,7 +28,12 @@ __attribute__((target("avx512f"))) float fma_chains_avx512(long iterations, floa
     for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], a, b);
   __m512 sum = acc[0];
   for (int c = 1; c < kChains; ++c) sum = _mm512_add_ps(sum, acc[c]);
-  return _mm512_reduce_add_ps(sum);
+  // Not _mm512_reduce_add_ps: GCC 12's header for it warns about an uninitialised variable.
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, sum);
+  float total = 0;
+  for (float lane : lanes) total += lane;
+  return total;
 }
 
 __attribute__((target("avx2,fma"))) float fma_chains_avx2(long iterations, float seed) {

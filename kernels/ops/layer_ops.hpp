@@ -10,10 +10,57 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/ops/host_device.hpp"
 
 namespace zt::kernels::ops {
+
+// ---- vectorisable elementary functions ----------------------------------------------------
+// libm's expf/tanhf are scalar calls that stop the compiler from vectorising the loops over
+// 50257 logits, T keys or 4C MLP channels, and those loops then cost more than the GEMMs
+// around them at small batch. These are plain arithmetic (no calls, no branches), so loops
+// over them vectorise; accuracy is a few ulp, far below what the fp32 training sees.
+
+/// e^x for x in fp32 range (x < -87.3 gives 0, x > 88.7 gives +inf as expf does).
+ZT_HOST_DEVICE inline float fast_exp(float x) {
+  const float log2e = 1.44269504088896341f;
+  const float ln2_hi = 0.693359375f;  // ln 2 split in two so n*ln2_hi is exact
+  const float ln2_lo = -2.12194440e-4f;
+  x = x < -87.3365f ? -87.3365f : x;
+  x = x > 88.7228f ? 88.7228f : x;
+  // n = round(x / ln 2) by the 1.5 * 2^23 trick (no rounding-mode call, vectorises on SSE2)
+  const float shifter = 12582912.0f;
+  const float t = x * log2e + shifter;
+  const float n = t - shifter;
+  const float r = (x - n * ln2_hi) - n * ln2_lo;  // |r| <= ln2 / 2
+  // e^r: degree-6 polynomial (Cephes expf coefficients)
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  // scale by 2^n through the exponent bits (n in [-126, 128]; 2^128 overflows to inf below)
+  std::int32_t n_int;
+  std::memcpy(&n_int, &t, sizeof(n_int));
+  n_int -= 0x4B400000;  // the integer bits of t - shifter
+  const std::int32_t n_lo = n_int >> 1;  // split so 2^n never needs an exponent field > 254
+  const std::int32_t bits_lo = (n_lo + 127) << 23;
+  const std::int32_t bits_hi = (n_int - n_lo + 127) << 23;
+  float scale_lo, scale_hi;
+  std::memcpy(&scale_lo, &bits_lo, sizeof(scale_lo));
+  std::memcpy(&scale_hi, &bits_hi, sizeof(scale_hi));
+  return p * scale_lo * scale_hi;
+}
+
+/// tanh(x) = 1 - 2 / (e^{2x} + 1): exact limits +-1, absolute error ~1e-7.
+ZT_HOST_DEVICE inline float fast_tanh(float x) { return 1.0f - 2.0f / (fast_exp(2.0f * x) + 1.0f); }
+
+/// Independent partial results per lane let the compiler vectorise reductions without
+/// reassociation flags (-ffast-math); 8 lanes fill an AVX register.
+constexpr int kReductionLanes = 8;
 
 // ---- embedding ---------------------------------------------------------------------------
 
@@ -141,13 +188,13 @@ ZT_HOST_DEVICE inline void bias_backward_channels(const float* dout, int rows, i
 ZT_HOST_DEVICE inline float gelu_tanh(float x) {
   const float k_sqrt_2_over_pi = 0.7978845608028654f;
   const float inner = k_sqrt_2_over_pi * (x + 0.044715f * x * x * x);
-  return 0.5f * x * (1.0f + tanhf(inner));
+  return 0.5f * x * (1.0f + fast_tanh(inner));
 }
 
 ZT_HOST_DEVICE inline float gelu_tanh_derivative(float x) {
   const float k_sqrt_2_over_pi = 0.7978845608028654f;
   const float inner = k_sqrt_2_over_pi * (x + 0.044715f * x * x * x);
-  const float t = tanhf(inner);
+  const float t = fast_tanh(inner);
   const float sech_sq = 1.0f - t * t;
   return 0.5f * (1.0f + t) + 0.5f * x * sech_sq * k_sqrt_2_over_pi * (1.0f + 3.0f * 0.044715f * x * x);
 }
@@ -177,26 +224,43 @@ ZT_HOST_DEVICE inline void gelu_backward_row(const float* pre, int width, float*
 ZT_HOST_DEVICE inline void causal_softmax_forward_row(int t, int row_length, float scale,
                                                       float* scores) {
   float max_value = -INFINITY;
-  for (int j = 0; j <= t; ++j) max_value = fmaxf(max_value, scale * scores[j]);
-  float sum = 0.0f;
   for (int j = 0; j <= t; ++j) {
-    const float e = expf(scale * scores[j] - max_value);
-    scores[j] = e;
-    sum += e;
+    const float v = scale * scores[j];
+    max_value = v > max_value ? v : max_value;
   }
+  float lane_sum[kReductionLanes] = {};
+  int j = 0;
+  for (; j + kReductionLanes <= t + 1; j += kReductionLanes)
+    for (int k = 0; k < kReductionLanes; ++k) {
+      const float e = fast_exp(scale * scores[j + k] - max_value);
+      scores[j + k] = e;
+      lane_sum[k] += e;
+    }
+  for (; j <= t; ++j) {
+    const float e = fast_exp(scale * scores[j] - max_value);
+    scores[j] = e;
+    lane_sum[0] += e;
+  }
+  float sum = 0.0f;
+  for (int k = 0; k < kReductionLanes; ++k) sum += lane_sum[k];
   const float inv_sum = 1.0f / sum;
-  for (int j = 0; j <= t; ++j) scores[j] *= inv_sum;
-  for (int j = t + 1; j < row_length; ++j) scores[j] = 0.0f;
+  for (j = 0; j <= t; ++j) scores[j] *= inv_sum;
+  for (j = t + 1; j < row_length; ++j) scores[j] = 0.0f;
 }
 
 /// Backward of row t, in place on dprob: ds[j] = scale * p[j] * (dp[j] - sum_k p[k] dp[k]),
 /// i.e. the gradient of the raw (unscaled) scores Q·K^T; zero past t.
 ZT_HOST_DEVICE inline void causal_softmax_backward_row(int t, int row_length, float scale,
                                                        const float* prob, float* dprob) {
+  float lane_dot[kReductionLanes] = {};
+  int j = 0;
+  for (; j + kReductionLanes <= t + 1; j += kReductionLanes)
+    for (int k = 0; k < kReductionLanes; ++k) lane_dot[k] += prob[j + k] * dprob[j + k];
+  for (; j <= t; ++j) lane_dot[0] += prob[j] * dprob[j];
   float dot = 0.0f;
-  for (int j = 0; j <= t; ++j) dot += prob[j] * dprob[j];
-  for (int j = 0; j <= t; ++j) dprob[j] = scale * prob[j] * (dprob[j] - dot);
-  for (int j = t + 1; j < row_length; ++j) dprob[j] = 0.0f;
+  for (int k = 0; k < kReductionLanes; ++k) dot += lane_dot[k];
+  for (j = 0; j <= t; ++j) dprob[j] = scale * prob[j] * (dprob[j] - dot);
+  for (j = t + 1; j < row_length; ++j) dprob[j] = 0.0f;
 }
 
 // ---- cross-entropy over the vocabulary -------------------------------------------------------
@@ -205,10 +269,21 @@ ZT_HOST_DEVICE inline void causal_softmax_backward_row(int t, int row_length, fl
 /// log-sum-exp so the backward pass needs no second reduction.
 ZT_HOST_DEVICE inline float cross_entropy_forward_row(const float* logits, int vocab_size,
                                                       std::int32_t target, float* log_sum_exp_out) {
-  float max_value = -INFINITY;
-  for (int v = 0; v < vocab_size; ++v) max_value = fmaxf(max_value, logits[v]);
+  float lane_max[kReductionLanes];
+  for (int k = 0; k < kReductionLanes; ++k) lane_max[k] = -INFINITY;
+  int v = 0;
+  for (; v + kReductionLanes <= vocab_size; v += kReductionLanes)
+    for (int k = 0; k < kReductionLanes; ++k)
+      lane_max[k] = logits[v + k] > lane_max[k] ? logits[v + k] : lane_max[k];
+  for (; v < vocab_size; ++v) lane_max[0] = logits[v] > lane_max[0] ? logits[v] : lane_max[0];
+  float max_value = lane_max[0];
+  for (int k = 1; k < kReductionLanes; ++k) max_value = lane_max[k] > max_value ? lane_max[k] : max_value;
+  float lane_sum[kReductionLanes] = {};
+  for (v = 0; v + kReductionLanes <= vocab_size; v += kReductionLanes)
+    for (int k = 0; k < kReductionLanes; ++k) lane_sum[k] += fast_exp(logits[v + k] - max_value);
+  for (; v < vocab_size; ++v) lane_sum[0] += fast_exp(logits[v] - max_value);
   float sum = 0.0f;
-  for (int v = 0; v < vocab_size; ++v) sum += expf(logits[v] - max_value);
+  for (int k = 0; k < kReductionLanes; ++k) sum += lane_sum[k];
   const float log_sum_exp = max_value + logf(sum);
   *log_sum_exp_out = log_sum_exp;
   return log_sum_exp - logits[target];
@@ -220,7 +295,7 @@ ZT_HOST_DEVICE inline void cross_entropy_backward_row(int vocab_size, std::int32
                                                       float log_sum_exp, float grad_scale,
                                                       float* logits_to_grad) {
   for (int v = 0; v < vocab_size; ++v)
-    logits_to_grad[v] = grad_scale * expf(logits_to_grad[v] - log_sum_exp);
+    logits_to_grad[v] = grad_scale * fast_exp(logits_to_grad[v] - log_sum_exp);
   logits_to_grad[target] -= grad_scale;
 }
 

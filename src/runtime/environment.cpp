@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -25,11 +26,17 @@ namespace {
 const ProcessInfo* g_current = nullptr;
 
 int cores_this_rank_may_use() {
+#ifdef _OPENMP
+  // The OpenMP runtime counted the CPUs this process was allowed at start-up, before
+  // OMP_PROC_BIND pinned the initial thread to one of them (after which the affinity mask
+  // shows a single CPU).
+  return omp_get_max_threads();
+#else
   cpu_set_t set;
   CPU_ZERO(&set);
   if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-  const long online = sysconf(_SC_NPROCESSORS_ONLN);
-  return online > 0 ? static_cast<int>(online) : 1;
+  return 1;
+#endif
 }
 
 int choose_host_threads(int local_size) {

@@ -165,6 +165,7 @@ TEST(RealConfigs, YamlConfigParses) {
   EXPECT_EQ(c.train_micro_batch_size_per_gpu, 8);
   EXPECT_EQ(c.zero.prefetch_bucket_size, 50000000);
   EXPECT_EQ(c.aio.intra_op_parallelism, 2);
+  EXPECT_EQ(find_entry(c, "aio.intra_op_parallelism")->detail, "written as aio.thread_count");
   EXPECT_EQ(c.checkpoint.tag_validation, "Fail");
   EXPECT_EQ(c.scheduler.type, SchedulerType::kWarmupCosineLR);
   EXPECT_EQ(c.scheduler.warmup_type, "linear");
