@@ -2,6 +2,7 @@
 // `zerotrain check-config FILE`: validate a DeepSpeed config without training.
 #include <cstdio>
 
+#include "app/capabilities.hpp"
 #include "app/commands.hpp"
 #include "config/config.hpp"
 #include "model/gpt_config.hpp"
@@ -39,6 +40,8 @@ int run_check_config(int argc, char** argv, const CheckConfigOptions& options) {
     try {
       const auto resolved = config::load_config(options.config_path, overrides, facts, world_size,
                                                 overrides.max_steps.value_or(0));
+      if (auto problems = unsupported_by_engine(resolved); !problems.empty())
+        throw config::ConfigError(problems);
       runtime::print(runtime::concat(options.config_path, ": ok for ", world_size, " rank",
                                      world_size == 1 ? "" : "s", "; effective config:"));
       runtime::print(config::format_effective_config(resolved));

@@ -10,6 +10,7 @@
 #include <set>
 #include <sstream>
 
+#include "app/capabilities.hpp"
 #include "app/commands.hpp"
 #include "app/default_inputs.hpp"
 #include "app/report.hpp"
@@ -171,6 +172,8 @@ RunInputs resolve_inputs(const TrainOptions& options, int world_size) {
   } catch (const config::ConfigError& error) {
     throw UserError(config_problems(error, run.config_name));
   }
+  if (auto problems = unsupported_by_engine(run.config); !problems.empty())
+    throw UserError(config_problems(config::ConfigError(problems), run.config_name));
 
   if (overrides.max_steps) {
     run.steps = *overrides.max_steps;

@@ -21,11 +21,11 @@ void gemm(bool trans_a, bool trans_b, std::int64_t M, std::int64_t N, std::int64
           std::int64_t ldc) {
   if (M == 0 || N == 0) return;
 #if defined(ZT_GEMM_ONEDNN)
-  const dnnl_status_t status = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K,
-                                          alpha, A, lda, B, ldb, beta, C, ldc);
+  const dnnl_status_t status = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha,
+                                          A, lda, B, ldb, beta, C, ldc);
   if (status != dnnl_success)
-    throw std::runtime_error("dnnl_sgemm failed (status " + std::to_string(status) + ") for M=" +
-                             std::to_string(M) + " N=" + std::to_string(N) +
+    throw std::runtime_error("dnnl_sgemm failed (status " + std::to_string(status) +
+                             ") for M=" + std::to_string(M) + " N=" + std::to_string(N) +
                              " K=" + std::to_string(K));
 #else
   cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
@@ -47,7 +47,8 @@ std::string gemm_library() {
   return "oneDNN " + std::to_string(version->major) + "." + std::to_string(version->minor) + "." +
          std::to_string(version->patch);
 #else
-  if (openblas_get_config != nullptr) return std::string("OpenBLAS (") + openblas_get_config() + ")";
+  if (openblas_get_config != nullptr)
+    return std::string("OpenBLAS (") + openblas_get_config() + ")";
   return "CBLAS";
 #endif
 }
@@ -55,20 +56,32 @@ std::string gemm_library() {
 std::string gemm_instruction_set() {
 #if defined(ZT_GEMM_ONEDNN)
   switch (dnnl_get_effective_cpu_isa()) {
-    case dnnl_cpu_isa_sse41: return "SSE4.1";
-    case dnnl_cpu_isa_avx: return "AVX";
-    case dnnl_cpu_isa_avx2: return "AVX2";
-    case dnnl_cpu_isa_avx2_vnni: return "AVX2 + VNNI";
-    case dnnl_cpu_isa_avx512_mic: return "AVX-512 (Xeon Phi)";
-    case dnnl_cpu_isa_avx512_mic_4ops: return "AVX-512 (Xeon Phi, 4FMAPS)";
-    case dnnl_cpu_isa_avx512_core: return "AVX-512 core";
-    case dnnl_cpu_isa_avx512_core_vnni: return "AVX-512 core + VNNI";
-    case dnnl_cpu_isa_avx512_core_bf16: return "AVX-512 core + BF16";
-    case dnnl_cpu_isa_avx512_core_amx: return "AVX-512 core + AMX";
-    default: return "unknown (oneDNN ISA code " + std::to_string(dnnl_get_effective_cpu_isa()) + ")";
+    case dnnl_cpu_isa_sse41:
+      return "SSE4.1";
+    case dnnl_cpu_isa_avx:
+      return "AVX";
+    case dnnl_cpu_isa_avx2:
+      return "AVX2";
+    case dnnl_cpu_isa_avx2_vnni:
+      return "AVX2 + VNNI";
+    case dnnl_cpu_isa_avx512_mic:
+      return "AVX-512 (Xeon Phi)";
+    case dnnl_cpu_isa_avx512_mic_4ops:
+      return "AVX-512 (Xeon Phi, 4FMAPS)";
+    case dnnl_cpu_isa_avx512_core:
+      return "AVX-512 core";
+    case dnnl_cpu_isa_avx512_core_vnni:
+      return "AVX-512 core + VNNI";
+    case dnnl_cpu_isa_avx512_core_bf16:
+      return "AVX-512 core + BF16";
+    case dnnl_cpu_isa_avx512_core_amx:
+      return "AVX-512 core + AMX";
+    default:
+      return "unknown (oneDNN ISA code " + std::to_string(dnnl_get_effective_cpu_isa()) + ")";
   }
 #else
-  if (openblas_get_corename != nullptr) return std::string("OpenBLAS core ") + openblas_get_corename();
+  if (openblas_get_corename != nullptr)
+    return std::string("OpenBLAS core ") + openblas_get_corename();
   return "unknown (not OpenBLAS)";
 #endif
 }

@@ -14,7 +14,7 @@ debian_packages=(
   libyaml-cpp-dev libdnnl-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libaio-dev liburing-dev libcli11-dev nlohmann-json3-dev
-  python3 python3-numpy shellcheck
+  python3 shellcheck
 )
 
 missing=()

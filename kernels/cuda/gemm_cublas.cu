@@ -17,7 +17,8 @@ struct Handle {
   Handle() {
     const cublasStatus_t status = cublasCreate(&handle);
     if (status != CUBLAS_STATUS_SUCCESS)
-      throw std::runtime_error("cublasCreate failed: " + std::string(cublasGetStatusString(status)));
+      throw std::runtime_error("cublasCreate failed: " +
+                               std::string(cublasGetStatusString(status)));
   }
   ~Handle() {
     if (handle != nullptr) cublasDestroy(handle);
@@ -34,7 +35,9 @@ void check(cublasStatus_t status, const char* what) {
     throw std::runtime_error(std::string(what) + " failed: " + cublasGetStatusString(status));
 }
 
-cublasOperation_t op(bool transpose) { return transpose ? CUBLAS_OP_T : CUBLAS_OP_N; }
+cublasOperation_t op(bool transpose) {
+  return transpose ? CUBLAS_OP_T : CUBLAS_OP_N;
+}
 
 }  // namespace
 

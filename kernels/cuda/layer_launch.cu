@@ -14,15 +14,21 @@ namespace {
 
 constexpr int kThreads = 256;
 
-int blocks_for(std::int64_t n) { return static_cast<int>((n + kThreads - 1) / kThreads); }
-cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
-__device__ std::int64_t offset(int row, int width) { return static_cast<std::int64_t>(row) * width; }
+int blocks_for(std::int64_t n) {
+  return static_cast<int>((n + kThreads - 1) / kThreads);
+}
+cudaStream_t as_stream(void* s) {
+  return static_cast<cudaStream_t>(s);
+}
+__device__ std::int64_t offset(int row, int width) {
+  return static_cast<std::int64_t>(row) * width;
+}
 
 void check_launch(const char* what) {
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess)
-    throw std::runtime_error(std::string("CUDA launch of ") + what + " failed: " +
-                             cudaGetErrorString(e));
+    throw std::runtime_error(std::string("CUDA launch of ") + what +
+                             " failed: " + cudaGetErrorString(e));
 }
 
 __global__ void set_zero_kernel(float* out, std::int64_t count) {
@@ -35,7 +41,8 @@ __global__ void embedding_forward_kernel(const float* wte, const float* wpe,
                                          int channels, float* out) {
   const int r = blockIdx.x * blockDim.x + threadIdx.x;
   if (r < rows)
-    ops::embedding_forward_row(wte, wpe, tokens[r], r % seq_len, channels, out + offset(r, channels));
+    ops::embedding_forward_row(wte, wpe, tokens[r], r % seq_len, channels,
+                               out + offset(r, channels));
 }
 
 __global__ void embedding_backward_kernel(const float* dout, const std::int32_t* tokens, int rows,
@@ -93,7 +100,8 @@ __global__ void bias_backward_kernel(const float* dout, int rows, int width, flo
 __global__ void bias_gelu_forward_kernel(const float* bias, int rows, int width, float* pre,
                                          float* out) {
   const int r = blockIdx.x * blockDim.x + threadIdx.x;
-  if (r < rows) ops::bias_gelu_forward_row(bias, width, pre + offset(r, width), out + offset(r, width));
+  if (r < rows)
+    ops::bias_gelu_forward_row(bias, width, pre + offset(r, width), out + offset(r, width));
 }
 
 __global__ void gelu_backward_kernel(const float* pre, int rows, int width, float* grad) {
@@ -110,9 +118,9 @@ __global__ void cross_entropy_forward_kernel(const float* logits, const std::int
                                                targets[r], log_sum_exp + r);
 }
 
-__global__ void cross_entropy_backward_kernel(const std::int32_t* targets,
-                                              const float* log_sum_exp, int rows, int vocab_size,
-                                              float grad_scale, float* logits_to_grad) {
+__global__ void cross_entropy_backward_kernel(const std::int32_t* targets, const float* log_sum_exp,
+                                              int rows, int vocab_size, float grad_scale,
+                                              float* logits_to_grad) {
   const int r = blockIdx.x * blockDim.x + threadIdx.x;
   if (r < rows)
     ops::cross_entropy_backward_row(vocab_size, targets[r], log_sum_exp[r], grad_scale,
@@ -181,8 +189,8 @@ void bias_fill(const float* bias, int rows, int width, float* out, void* stream)
 
 void residual_bias_fill(const float* residual, const float* bias, int rows, int width, float* out,
                         void* stream) {
-  residual_bias_fill_kernel<<<blocks_for(rows), kThreads, 0, as_stream(stream)>>>(
-      residual, bias, rows, width, out);
+  residual_bias_fill_kernel<<<blocks_for(rows), kThreads, 0, as_stream(stream)>>>(residual, bias,
+                                                                                  rows, width, out);
   check_launch("residual_bias_fill");
 }
 
@@ -194,14 +202,14 @@ void bias_backward(const float* dout, int rows, int width, float* dbias, void* s
 
 void bias_gelu_forward(const float* bias, int rows, int width, float* pre, float* out,
                        void* stream) {
-  bias_gelu_forward_kernel<<<blocks_for(rows), kThreads, 0, as_stream(stream)>>>(bias, rows,
-                                                                                  width, pre, out);
+  bias_gelu_forward_kernel<<<blocks_for(rows), kThreads, 0, as_stream(stream)>>>(bias, rows, width,
+                                                                                 pre, out);
   check_launch("bias_gelu_forward");
 }
 
 void gelu_backward(const float* pre, int rows, int width, float* grad, void* stream) {
   gelu_backward_kernel<<<blocks_for(rows), kThreads, 0, as_stream(stream)>>>(pre, rows, width,
-                                                                              grad);
+                                                                             grad);
   check_launch("gelu_backward");
 }
 
@@ -226,7 +234,8 @@ void attention_forward(int batch, int seq_len, int n_head, int channels, const f
                        float* prob, float* out, void* stream) {
   const int T = seq_len, C = channels, hs = C / n_head;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-  const std::int64_t ld = 3 * static_cast<std::int64_t>(C), square = static_cast<std::int64_t>(T) * T;
+  const std::int64_t ld = 3 * static_cast<std::int64_t>(C),
+                     square = static_cast<std::int64_t>(T) * T;
   set_gemm_stream(stream);
   for (int b = 0; b < batch; ++b) {
     const float* q = qkv + static_cast<std::int64_t>(b) * T * ld;
@@ -250,7 +259,8 @@ void attention_backward(int batch, int seq_len, int n_head, int channels, const 
                         void* stream) {
   const int T = seq_len, C = channels, hs = C / n_head;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hs));
-  const std::int64_t ld = 3 * static_cast<std::int64_t>(C), square = static_cast<std::int64_t>(T) * T;
+  const std::int64_t ld = 3 * static_cast<std::int64_t>(C),
+                     square = static_cast<std::int64_t>(T) * T;
   set_gemm_stream(stream);
   for (int b = 0; b < batch; ++b) {
     const float* q = qkv + static_cast<std::int64_t>(b) * T * ld;
@@ -260,8 +270,8 @@ void attention_backward(int batch, int seq_len, int n_head, int channels, const 
     float* dP = scratch;  // reused by every sequence: the stream orders the work
     gemm_strided_batched(false, true, T, T, hs, 1.0f, dY, C, hs, q + 2 * C, ld, hs, 0.0f, dP, T,
                          square, n_head);  // dP = dY V^T
-    gemm_strided_batched(true, false, T, hs, T, 1.0f, P, T, square, dY, C, hs, 0.0f, dq + 2 * C,
-                         ld, hs, n_head);  // dV = P^T dY
+    gemm_strided_batched(true, false, T, hs, T, 1.0f, P, T, square, dY, C, hs, 0.0f, dq + 2 * C, ld,
+                         hs, n_head);  // dV = P^T dY
     causal_softmax_backward_kernel<<<blocks_for(n_head * T), kThreads, 0, as_stream(stream)>>>(
         n_head * T, T, scale, P, dP);
     check_launch("causal_softmax_backward");

@@ -23,9 +23,12 @@ constexpr int kRowBlock = 128;
 
 bool run_over_heads(const AttentionShape& s) {
   switch (g_parallelism) {
-    case AttentionParallelism::OverHeads: return true;
-    case AttentionParallelism::InsideGemm: return false;
-    case AttentionParallelism::Automatic: break;
+    case AttentionParallelism::OverHeads:
+      return true;
+    case AttentionParallelism::InsideGemm:
+      return false;
+    case AttentionParallelism::Automatic:
+      break;
   }
   // Measured on 2 cores (bench notes in the model report): per-head threading wins while
   // there are several problems per thread.
@@ -44,7 +47,8 @@ HeadView head_view(const AttentionShape& s, const float* qkv, int b, int h) {
   const int head_size = s.channels / s.n_head;
   const float* base = qkv + static_cast<std::int64_t>(b) * s.seq_len * 3 * s.channels +
                       static_cast<std::int64_t>(h) * head_size;
-  return {base, base + s.channels, base + 2 * s.channels, 3 * static_cast<std::int64_t>(s.channels)};
+  return {base, base + s.channels, base + 2 * s.channels,
+          3 * static_cast<std::int64_t>(s.channels)};
 }
 
 // Softmax rows [r0, r1) of one problem; on the calling thread or spread over all threads.
@@ -124,8 +128,8 @@ void backward_one_head(const AttentionShape& s, const float* dout, const float* 
   // dQ = dS K: query rows [r0, r1) see keys [0, r1).
   for (int r0 = 0; r0 < T; r0 += kRowBlock) {
     const int r1 = std::min(T, r0 + kRowBlock);
-    gemm(false, false, r1 - r0, head_size, r1, 1.0f, dP + static_cast<std::int64_t>(r0) * T, T,
-         x.k, ld, 0.0f, dq + r0 * ld, ld);
+    gemm(false, false, r1 - r0, head_size, r1, 1.0f, dP + static_cast<std::int64_t>(r0) * T, T, x.k,
+         ld, 0.0f, dq + r0 * ld, ld);
   }
   // dV = P^T dY and dK = dS^T Q: key rows [j0, j1) are seen by queries [j0, T).
   for (int j0 = 0; j0 < T; j0 += kRowBlock) {
@@ -140,16 +144,19 @@ void backward_one_head(const AttentionShape& s, const float* dout, const float* 
 
 }  // namespace
 
-void set_attention_parallelism(AttentionParallelism mode) { g_parallelism = mode; }
-AttentionParallelism attention_parallelism() { return g_parallelism; }
+void set_attention_parallelism(AttentionParallelism mode) {
+  g_parallelism = mode;
+}
+AttentionParallelism attention_parallelism() {
+  return g_parallelism;
+}
 
 void attention_forward(const AttentionShape& s, const float* qkv, float* prob, float* out) {
   const int problems = s.batch * s.n_head;
   if (run_over_heads(s)) {
-    Kokkos::parallel_for(
-        "zt::attention_forward", Range(0, problems), [=](int i) {
-          forward_one_head(s, qkv, prob, out, i / s.n_head, i % s.n_head, false);
-        });
+    Kokkos::parallel_for("zt::attention_forward", Range(0, problems), [=](int i) {
+      forward_one_head(s, qkv, prob, out, i / s.n_head, i % s.n_head, false);
+    });
   } else {
     for (int i = 0; i < problems; ++i)
       forward_one_head(s, qkv, prob, out, i / s.n_head, i % s.n_head, true);
@@ -168,13 +175,12 @@ void attention_backward(const AttentionShape& s, const float* dout, const float*
   if (run_over_heads(s)) {
     // Each worker thread owns one T x T scratch block for dP while it works on a head.
     const Kokkos::Experimental::UniqueToken<HostSpace> tokens;
-    Kokkos::parallel_for(
-        "zt::attention_backward", Range(0, problems), [=](int i) {
-          const int slot = tokens.acquire();
-          backward_one_head(s, dout, qkv, prob, dqkv, scratch + slot * block, i / s.n_head,
-                            i % s.n_head, false);
-          tokens.release(slot);
-        });
+    Kokkos::parallel_for("zt::attention_backward", Range(0, problems), [=](int i) {
+      const int slot = tokens.acquire();
+      backward_one_head(s, dout, qkv, prob, dqkv, scratch + slot * block, i / s.n_head,
+                        i % s.n_head, false);
+      tokens.release(slot);
+    });
   } else {
     for (int i = 0; i < problems; ++i)
       backward_one_head(s, dout, qkv, prob, dqkv, scratch, i / s.n_head, i % s.n_head, true);

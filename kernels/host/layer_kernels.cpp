@@ -11,12 +11,16 @@ namespace {
 using HostSpace = Kokkos::DefaultHostExecutionSpace;
 using Range = Kokkos::RangePolicy<HostSpace>;
 
-inline std::int64_t offset(int row, int width) { return static_cast<std::int64_t>(row) * width; }
+inline std::int64_t offset(int row, int width) {
+  return static_cast<std::int64_t>(row) * width;
+}
 
 // Parameter-gradient reductions run over blocks of channels: one 64-byte cache line of each
 // row per block, and each block owns its outputs (no atomics, same result on any thread count).
 constexpr int kChannelBlock = 16;
-inline int channel_blocks(int channels) { return (channels + kChannelBlock - 1) / kChannelBlock; }
+inline int channel_blocks(int channels) {
+  return (channels + kChannelBlock - 1) / kChannelBlock;
+}
 inline int block_end(int block, int channels) {
   return (block + 1) * kChannelBlock < channels ? (block + 1) * kChannelBlock : channels;
 }
@@ -90,7 +94,8 @@ void bias_add(const float* bias, int rows, int width, float* out) {
 void residual_bias_fill(const float* residual, const float* bias, int rows, int width, float* out) {
   Kokkos::parallel_for(
       "zt::residual_bias_fill", Range(0, rows), KOKKOS_LAMBDA(int r) {
-        ops::residual_bias_fill_row(residual + offset(r, width), bias, width, out + offset(r, width));
+        ops::residual_bias_fill_row(residual + offset(r, width), bias, width,
+                                    out + offset(r, width));
       });
 }
 

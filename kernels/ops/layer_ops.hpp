@@ -45,7 +45,7 @@ ZT_HOST_DEVICE inline float fast_exp(float x) {
   // scale by 2^n through the exponent bits (n in [-126, 128]; 2^128 overflows to inf below)
   std::int32_t n_int;
   std::memcpy(&n_int, &t, sizeof(n_int));
-  n_int -= 0x4B400000;  // the integer bits of t - shifter
+  n_int -= 0x4B400000;                   // the integer bits of t - shifter
   const std::int32_t n_lo = n_int >> 1;  // split so 2^n never needs an exponent field > 254
   const std::int32_t bits_lo = (n_lo + 127) << 23;
   const std::int32_t bits_hi = (n_int - n_lo + 127) << 23;
@@ -56,7 +56,9 @@ ZT_HOST_DEVICE inline float fast_exp(float x) {
 }
 
 /// tanh(x) = 1 - 2 / (e^{2x} + 1): exact limits +-1, absolute error ~1e-7.
-ZT_HOST_DEVICE inline float fast_tanh(float x) { return 1.0f - 2.0f / (fast_exp(2.0f * x) + 1.0f); }
+ZT_HOST_DEVICE inline float fast_tanh(float x) {
+  return 1.0f - 2.0f / (fast_exp(2.0f * x) + 1.0f);
+}
 
 /// Independent partial results per lane let the compiler vectorise reductions without
 /// reassociation flags (-ffast-math); 8 lanes fill an AVX register.
@@ -164,8 +166,8 @@ ZT_HOST_DEVICE inline void bias_add_row(const float* bias, int width, float* out
 
 /// out[j] = residual[j] + bias[j]: the start of "x + proj(y) + b", finished by a GEMM
 /// accumulating proj(y) onto out (residual and bias add fused into the GEMM's beta = 1).
-ZT_HOST_DEVICE inline void residual_bias_fill_row(const float* residual, const float* bias, int width,
-                                                  float* out) {
+ZT_HOST_DEVICE inline void residual_bias_fill_row(const float* residual, const float* bias,
+                                                  int width, float* out) {
   for (int j = 0; j < width; ++j) out[j] = residual[j] + bias[j];
 }
 
@@ -196,7 +198,8 @@ ZT_HOST_DEVICE inline float gelu_tanh_derivative(float x) {
   const float inner = k_sqrt_2_over_pi * (x + 0.044715f * x * x * x);
   const float t = fast_tanh(inner);
   const float sech_sq = 1.0f - t * t;
-  return 0.5f * (1.0f + t) + 0.5f * x * sech_sq * k_sqrt_2_over_pi * (1.0f + 3.0f * 0.044715f * x * x);
+  return 0.5f * (1.0f + t) +
+         0.5f * x * sech_sq * k_sqrt_2_over_pi * (1.0f + 3.0f * 0.044715f * x * x);
 }
 
 /// pre[j] += bias[j]; out[j] = gelu(pre[j]). The bias is fused here because the MLP's first
@@ -277,7 +280,8 @@ ZT_HOST_DEVICE inline float cross_entropy_forward_row(const float* logits, int v
       lane_max[k] = logits[v + k] > lane_max[k] ? logits[v + k] : lane_max[k];
   for (; v < vocab_size; ++v) lane_max[0] = logits[v] > lane_max[0] ? logits[v] : lane_max[0];
   float max_value = lane_max[0];
-  for (int k = 1; k < kReductionLanes; ++k) max_value = lane_max[k] > max_value ? lane_max[k] : max_value;
+  for (int k = 1; k < kReductionLanes; ++k)
+    max_value = lane_max[k] > max_value ? lane_max[k] : max_value;
   float lane_sum[kReductionLanes] = {};
   for (v = 0; v + kReductionLanes <= vocab_size; v += kReductionLanes)
     for (int k = 0; k < kReductionLanes; ++k) lane_sum[k] += fast_exp(logits[v + k] - max_value);

@@ -12,9 +12,9 @@ namespace zt::model {
 namespace {
 
 namespace kh = zt::kernels::host;
-using zt::kernels::gemm;
 using memory::Kind;
 using memory::Place;
+using zt::kernels::gemm;
 
 memory::TrackedBuffer<float> activations(std::int64_t count) {
   return memory::TrackedBuffer<float>(static_cast<std::size_t>(count), Place::Device,
@@ -111,8 +111,8 @@ float Gpt::forward(const ParamTable& params, const std::int32_t* inputs,
                    const std::int32_t* targets, int B, int T, LayerHooks* hooks) {
   check_tables(params, nullptr);
   if (B <= 0 || T <= 0 || B > max_B_ || T > max_T_)
-    throw std::invalid_argument("Gpt::forward: B=" + std::to_string(B) + ", T=" +
-                                std::to_string(T) + " outside the allocated " +
+    throw std::invalid_argument("Gpt::forward: B=" + std::to_string(B) +
+                                ", T=" + std::to_string(T) + " outside the allocated " +
                                 std::to_string(max_B_) + " x " + std::to_string(max_T_));
   const int L = config_.n_layer;
   const int C = config_.n_embd;
@@ -121,11 +121,10 @@ float Gpt::forward(const ParamTable& params, const std::int32_t* inputs,
   const float eps = config_.layer_norm_epsilon;
   for (int i = 0; i < BT; ++i) {
     if (inputs[i] < 0 || inputs[i] >= V || targets[i] < 0 || targets[i] >= V)
-      throw std::out_of_range("Gpt::forward: token id " +
-                              std::to_string(inputs[i] < 0 || inputs[i] >= V ? inputs[i]
-                                                                             : targets[i]) +
-                              " at position " + std::to_string(i) + " is outside [0, " +
-                              std::to_string(V) + ")");
+      throw std::out_of_range(
+          "Gpt::forward: token id " +
+          std::to_string(inputs[i] < 0 || inputs[i] >= V ? inputs[i] : targets[i]) +
+          " at position " + std::to_string(i) + " is outside [0, " + std::to_string(V) + ")");
     inputs_[i] = inputs[i];
     targets_[i] = targets[i];
   }
@@ -135,7 +134,8 @@ float Gpt::forward(const ParamTable& params, const std::int32_t* inputs,
   // Per-block slices are laid out for the maximal shape; a smaller micro-batch uses the front.
   const std::int64_t slice = static_cast<std::int64_t>(max_B_) * max_T_ * C;
   const std::int64_t stats = 2 * static_cast<std::int64_t>(max_B_) * max_T_;
-  const std::int64_t prob_slice = static_cast<std::int64_t>(max_B_) * config_.n_head * max_T_ * max_T_;
+  const std::int64_t prob_slice =
+      static_cast<std::int64_t>(max_B_) * config_.n_head * max_T_ * max_T_;
   const kh::AttentionShape shape{B, T, config_.n_head, C};
 
   call(hooks, &LayerHooks::before_forward, 0);
@@ -206,7 +206,8 @@ void Gpt::backward(const ParamTable& params, const GradTable& grads, float loss_
   const int BT = B * T;
   const std::int64_t slice = static_cast<std::int64_t>(max_B_) * max_T_ * C;
   const std::int64_t stats = 2 * static_cast<std::int64_t>(max_B_) * max_T_;
-  const std::int64_t prob_slice = static_cast<std::int64_t>(max_B_) * config_.n_head * max_T_ * max_T_;
+  const std::int64_t prob_slice =
+      static_cast<std::int64_t>(max_B_) * config_.n_head * max_T_ * max_T_;
   const kh::AttentionShape shape{B, T, config_.n_head, C};
   float* d_resid = d_resid_.data();
   float* d_ln = d_ln_.data();
@@ -248,8 +249,7 @@ void Gpt::backward(const ParamTable& params, const GradTable& grads, float loss_
     gemm(true, false, C, 4 * C, BT, 1.0f, d_resid, C, fc_act, 4 * C, 1.0f, g(kMlpProjWeight),
          4 * C);
     kh::bias_backward(d_resid, BT, C, g(kMlpProjBias));
-    gemm(false, false, BT, 4 * C, C, 1.0f, d_resid, C, p(kMlpProjWeight), 4 * C, 0.0f, d_fc,
-         4 * C);
+    gemm(false, false, BT, 4 * C, C, 1.0f, d_resid, C, p(kMlpProjWeight), 4 * C, 0.0f, d_fc, 4 * C);
     kh::gelu_backward(fc_pre, BT, 4 * C, d_fc);
     // MLP input projection: fc_pre = ln2 Wfc^T + bfc
     gemm(true, false, 4 * C, C, BT, 1.0f, d_fc, 4 * C, ln2, C, 1.0f, g(kMlpFcWeight), C);

@@ -16,13 +16,32 @@ namespace {
 // GPT2Config fields that do not change the training math of the language model. They are
 // accepted so a real config.json loads, and otherwise ignored.
 const std::set<std::string>& ignored_fields() {
-  static const std::set<std::string> names = {
-      "architectures", "model_type", "bos_token_id", "eos_token_id", "pad_token_id",
-      "task_specific_params", "n_special", "predict_special_tokens", "summary_activation",
-      "summary_first_dropout", "summary_proj_to_labels", "summary_type", "summary_use_proj",
-      "torch_dtype", "dtype", "transformers_version", "use_cache", "_name_or_path",
-      "gradient_checkpointing", "output_past", "id2label", "label2id", "tokenizer_class",
-      "return_dict", "output_hidden_states", "output_attentions"};
+  static const std::set<std::string> names = {"architectures",
+                                              "model_type",
+                                              "bos_token_id",
+                                              "eos_token_id",
+                                              "pad_token_id",
+                                              "task_specific_params",
+                                              "n_special",
+                                              "predict_special_tokens",
+                                              "summary_activation",
+                                              "summary_first_dropout",
+                                              "summary_proj_to_labels",
+                                              "summary_type",
+                                              "summary_use_proj",
+                                              "torch_dtype",
+                                              "dtype",
+                                              "transformers_version",
+                                              "use_cache",
+                                              "_name_or_path",
+                                              "gradient_checkpointing",
+                                              "output_past",
+                                              "id2label",
+                                              "label2id",
+                                              "tokenizer_class",
+                                              "return_dict",
+                                              "output_hidden_states",
+                                              "output_attentions"};
   return names;
 }
 
@@ -33,16 +52,20 @@ const std::vector<std::string>& dropout_fields() {
 
 // Fields whose meaning zerotrain implements for one value only.
 const std::vector<std::string>& architecture_fields() {
-  static const std::vector<std::string> names = {
-      "activation_function", "n_inner", "tie_word_embeddings", "scale_attn_weights",
-      "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"};
+  static const std::vector<std::string> names = {"activation_function",
+                                                 "n_inner",
+                                                 "tie_word_embeddings",
+                                                 "scale_attn_weights",
+                                                 "scale_attn_by_inverse_layer_idx",
+                                                 "reorder_and_upcast_attn",
+                                                 "add_cross_attention"};
   return names;
 }
 
 const std::vector<std::string>& numeric_fields() {
-  static const std::vector<std::string> names = {"vocab_size", "n_positions", "n_ctx",
-                                                 "n_embd", "n_layer", "n_head",
-                                                 "layer_norm_epsilon", "initializer_range"};
+  static const std::vector<std::string> names = {
+      "vocab_size",         "n_positions",      "n_ctx", "n_embd", "n_layer", "n_head",
+      "layer_norm_epsilon", "initializer_range"};
   return names;
 }
 
@@ -94,7 +117,8 @@ T read_scalar(const YAML::Node& node, const std::string& source, const std::stri
 
 std::int64_t GptConfig::num_parameters() const {
   const std::int64_t C = n_embd;
-  const std::int64_t per_layer = 12 * C * C + 13 * C;  // ln 4C, qkv 3C^2+3C, proj C^2+C, mlp 8C^2+5C
+  const std::int64_t per_layer =
+      12 * C * C + 13 * C;  // ln 4C, qkv 3C^2+3C, proj C^2+C, mlp 8C^2+5C
   return static_cast<std::int64_t>(vocab_size) * C + static_cast<std::int64_t>(n_positions) * C +
          n_layer * per_layer + 2 * C;
 }
@@ -116,8 +140,8 @@ void GptConfig::validate(const std::string& source) const {
                       ") must be a multiple of n_head (" + std::to_string(n_head) + ")");
 }
 
-GptConfig parse_gpt_config(const std::string& text, const std::string& source,
-                           ConfigFormat format, std::vector<std::string>* warnings) {
+GptConfig parse_gpt_config(const std::string& text, const std::string& source, ConfigFormat format,
+                           std::vector<std::string>* warnings) {
   YAML::Node root;
   try {
     root = YAML::Load(text);  // JSON is read by the YAML parser too
@@ -179,12 +203,14 @@ GptConfig parse_gpt_config(const std::string& text, const std::string& source,
       // checked after the loop, once n_embd is known
     } else if (key == "tie_word_embeddings") {
       if (!read_scalar<bool>(value, source, key))
-        throw ConfigError(source + ": tie_word_embeddings=false is not supported; zerotrain's "
-                                   "output layer is the transposed token embedding");
+        throw ConfigError(source +
+                          ": tie_word_embeddings=false is not supported; zerotrain's "
+                          "output layer is the transposed token embedding");
     } else if (key == "scale_attn_weights") {
       if (!read_scalar<bool>(value, source, key))
-        throw ConfigError(source + ": scale_attn_weights=false is not supported; attention "
-                                   "scores are always scaled by 1/sqrt(head size)");
+        throw ConfigError(source +
+                          ": scale_attn_weights=false is not supported; attention "
+                          "scores are always scaled by 1/sqrt(head size)");
     } else if (key == "scale_attn_by_inverse_layer_idx" || key == "reorder_and_upcast_attn" ||
                key == "add_cross_attention") {
       if (read_scalar<bool>(value, source, key))

@@ -50,22 +50,28 @@ std::vector<ParamInfo> build_parameter_registry(const GptConfig& config) {
   // GPT-2 scales the residual projections by 1/sqrt(2 L): two residual additions per block.
   const float std_residual_proj = config.initializer_range / std::sqrt(2.0f * L);
   std::vector<ParamInfo> registry;
-  registry.push_back(make("wte.weight", {config.vocab_size, C}, 0, InitRule::Normal, std_weight, false));
-  registry.push_back(make("wpe.weight", {config.n_positions, C}, 0, InitRule::Normal, std_weight, false));
+  registry.push_back(
+      make("wte.weight", {config.vocab_size, C}, 0, InitRule::Normal, std_weight, false));
+  registry.push_back(
+      make("wpe.weight", {config.n_positions, C}, 0, InitRule::Normal, std_weight, false));
   for (int b = 0; b < L; ++b) {
     const std::string p = "h." + std::to_string(b) + ".";
     const int layer = b + 1;
     registry.push_back(make(p + "ln_1.weight", {C}, layer, InitRule::Ones, 0, false));
     registry.push_back(make(p + "ln_1.bias", {C}, layer, InitRule::Zeros, 0, false));
-    registry.push_back(make(p + "attn.c_attn.weight", {3 * C, C}, layer, InitRule::Normal, std_weight, true));
+    registry.push_back(
+        make(p + "attn.c_attn.weight", {3 * C, C}, layer, InitRule::Normal, std_weight, true));
     registry.push_back(make(p + "attn.c_attn.bias", {3 * C}, layer, InitRule::Zeros, 0, false));
-    registry.push_back(make(p + "attn.c_proj.weight", {C, C}, layer, InitRule::Normal, std_residual_proj, true));
+    registry.push_back(
+        make(p + "attn.c_proj.weight", {C, C}, layer, InitRule::Normal, std_residual_proj, true));
     registry.push_back(make(p + "attn.c_proj.bias", {C}, layer, InitRule::Zeros, 0, false));
     registry.push_back(make(p + "ln_2.weight", {C}, layer, InitRule::Ones, 0, false));
     registry.push_back(make(p + "ln_2.bias", {C}, layer, InitRule::Zeros, 0, false));
-    registry.push_back(make(p + "mlp.c_fc.weight", {4 * C, C}, layer, InitRule::Normal, std_weight, true));
+    registry.push_back(
+        make(p + "mlp.c_fc.weight", {4 * C, C}, layer, InitRule::Normal, std_weight, true));
     registry.push_back(make(p + "mlp.c_fc.bias", {4 * C}, layer, InitRule::Zeros, 0, false));
-    registry.push_back(make(p + "mlp.c_proj.weight", {C, 4 * C}, layer, InitRule::Normal, std_residual_proj, true));
+    registry.push_back(make(p + "mlp.c_proj.weight", {C, 4 * C}, layer, InitRule::Normal,
+                            std_residual_proj, true));
     registry.push_back(make(p + "mlp.c_proj.bias", {C}, layer, InitRule::Zeros, 0, false));
   }
   registry.push_back(make("ln_f.weight", {C}, L + 1, InitRule::Ones, 0, false));
@@ -82,8 +88,12 @@ void init_parameter_range(const ParamInfo& info, int param_index, std::uint64_t 
   for (std::int64_t i = begin; i < end; ++i) {
     float value = 0.0f;
     switch (info.init) {
-      case InitRule::Zeros: value = 0.0f; break;
-      case InitRule::Ones: value = 1.0f; break;
+      case InitRule::Zeros:
+        value = 0.0f;
+        break;
+      case InitRule::Ones:
+        value = 1.0f;
+        break;
       case InitRule::Normal:
         value = static_cast<float>(info.init_std *
                                    counter_normal(seed, static_cast<std::uint64_t>(param_index),

@@ -105,6 +105,17 @@ class Training(unittest.TestCase):
             self.assertEqual(len(data["losses"]), 5)
 
 
+    def test_csv_monitor_writes_deepspeed_layout(self):
+        with tempfile.TemporaryDirectory() as workdir:
+            train_tiny(workdir, 2, config="ds_csv_monitor.yaml", steps=4)
+            directory = os.path.join(workdir, "out", "csv_monitor", "tiny_csv")
+            with open(os.path.join(directory, "Train_Samples_train_loss.csv")) as handle:
+                rows = handle.read().split()
+            self.assertEqual(rows[0], "step,train_loss")
+            self.assertEqual([row.split(",")[0] for row in rows[1:]], ["8", "16", "24", "32"])
+            self.assertTrue(os.path.exists(os.path.join(directory, "Train_Samples_lr.csv")))
+
+
 class Errors(unittest.TestCase):
     def assert_fails(self, result, *needles, code=2):
         self.assertEqual(result.returncode, code, result.stdout + result.stderr)
@@ -120,6 +131,11 @@ class Errors(unittest.TestCase):
                       "--max_steps", "100"])
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertIn("train_micro_batch_size_per_gpu", result.stdout)
+
+    def test_check_config_refuses_what_train_cannot_run(self):
+        config = os.path.join(HERE, "..", "..", "inputs", "configs", "zero2.json")
+        result = run(["check-config", config, "--world-size", "2"])
+        self.assert_fails(result, "not supported yet: zero_optimization.stage")
 
     def test_inconsistent_batch_triple(self):
         result = run(["check-config", os.path.join(DATA, "ds_bad_batch.json"), "--world-size", "2"])

@@ -27,6 +27,20 @@ struct GradientCheckOptions {
   double absolute_tolerance = 5e-4;
   int samples_per_tensor = 40;  // every entry when the tensor is smaller
   unsigned seed = 1;
+
+  GradientCheckOptions& with_step(float h) {
+    step = h;
+    return *this;
+  }
+  GradientCheckOptions& with_tolerances(double relative, double absolute) {
+    relative_tolerance = relative;
+    absolute_tolerance = absolute;
+    return *this;
+  }
+  GradientCheckOptions& with_samples(int n) {
+    samples_per_tensor = n;
+    return *this;
+  }
 };
 
 /// objective() evaluates the scalar (in double) at the current values. For each tensor,

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Initialises Kokkos once for a serial GoogleTest executable that links GTest::gtest_main
 // (which owns main): a global Environment registered from a static initialiser.
-#include <Kokkos_Core.hpp>
 #include <gtest/gtest.h>
+#include <Kokkos_Core.hpp>
 
 namespace {
 

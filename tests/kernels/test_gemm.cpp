@@ -37,8 +37,7 @@ TEST(Gemm, MatchesReferenceForAllTransposesAndOddShapes) {
   for (const auto& s : shapes)
     for (int combo = 0; combo < 4; ++combo) {
       const Case c{(combo & 1) != 0, (combo & 2) != 0, s[0], s[1], s[2]};
-      const int lda = (c.trans_a ? c.M : c.K) + 1, ldb = (c.trans_b ? c.K : c.N) + 2,
-                ldc = c.N + 3;
+      const int lda = (c.trans_a ? c.M : c.K) + 1, ldb = (c.trans_b ? c.K : c.N) + 2, ldc = c.N + 3;
       std::vector<float> A((c.trans_a ? c.K : c.M) * lda), B((c.trans_b ? c.N : c.K) * ldb),
           C(c.M * ldc);
       for (auto* v : {&A, &B, &C})

@@ -19,6 +19,7 @@ namespace kh = zt::kernels::host;
 using zt::testing::check_gradients;
 using zt::testing::fill_uniform;
 using zt::testing::weighted_sum;
+using Options = zt::testing::GradientCheckOptions;
 
 constexpr int kB = 2, kT = 5, kRows = kB * kT;
 
@@ -35,13 +36,14 @@ TEST(OpGradients, Embedding) {
   };
   std::vector<float> dwte(V * C, 0.0f), dwpe(kT * C, 0.0f);
   kh::embedding_backward(weight.data(), tokens.data(), kRows, kT, C, dwte.data(), dwpe.data());
-  check_gradients({{"wte", &wte, &dwte}, {"wpe", &wpe, &dwpe}}, objective, {.samples_per_tensor = 1000});
+  check_gradients({{"wte", &wte, &dwte}, {"wpe", &wpe, &dwpe}}, objective,
+                  Options().with_samples(1000));
 }
 
 TEST(OpGradients, LayerNorm) {
   const int C = 16;
-  std::vector<float> x(kRows * C), w(C), b(C), out(kRows * C), weight(kRows * C),
-      mean(kRows), rstd(kRows);
+  std::vector<float> x(kRows * C), w(C), b(C), out(kRows * C), weight(kRows * C), mean(kRows),
+      rstd(kRows);
   fill_uniform(x, -2, 2, 4);
   fill_uniform(w, 0.5f, 1.5f, 5);
   fill_uniform(b, -0.5f, 0.5f, 6);
@@ -56,7 +58,7 @@ TEST(OpGradients, LayerNorm) {
   kh::layernorm_backward(weight.data(), x.data(), w.data(), mean.data(), rstd.data(), kRows, C,
                          dx.data(), dw.data(), db.data());
   check_gradients({{"x", &x, &dx}, {"weight", &w, &dw}, {"bias", &b, &db}}, objective,
-                  {.step = 1e-3f, .samples_per_tensor = 200});
+                  Options().with_step(1e-3f).with_samples(200));
 }
 
 // The linear layer as the model runs it: out = x W^T + b via bias_fill + GEMM; backward
@@ -82,7 +84,7 @@ TEST(OpGradients, Linear) {
   zt::kernels::gemm(false, false, kRows, in, out_features, 1.0f, weight.data(), out_features,
                     W.data(), in, 0.0f, dx.data(), in);
   check_gradients({{"x", &x, &dx}, {"W", &W, &dW}, {"b", &b, &db}}, objective,
-                  {.samples_per_tensor = 200});
+                  Options().with_samples(200));
 }
 
 TEST(OpGradients, BiasGelu) {
@@ -101,7 +103,7 @@ TEST(OpGradients, BiasGelu) {
   kh::gelu_backward(work.data(), kRows, N, dpre.data());
   kh::bias_backward(dpre.data(), kRows, N, db.data());
   check_gradients({{"pre", &pre, &dpre}, {"bias", &b, &db}}, objective,
-                  {.step = 1e-3f, .samples_per_tensor = 240});
+                  Options().with_step(1e-3f).with_samples(240));
 }
 
 TEST(OpGradients, ResidualBiasFill) {
@@ -124,7 +126,8 @@ void check_attention(int B, int T, int n_head, int head_size, kh::AttentionParal
   kh::set_attention_parallelism(mode);
   const int C = n_head * head_size;
   const kh::AttentionShape shape{B, T, n_head, C};
-  std::vector<float> qkv(B * T * 3 * C), prob(B * n_head * T * T), out(B * T * C), weight(B * T * C);
+  std::vector<float> qkv(B * T * 3 * C), prob(B * n_head * T * T), out(B * T * C),
+      weight(B * T * C);
   fill_uniform(qkv, -1.5f, 1.5f, 18);
   fill_uniform(weight, -1, 1, 19);
   auto objective = [&] {
@@ -147,8 +150,9 @@ void check_attention(int B, int T, int n_head, int head_size, kh::AttentionParal
     }
   std::vector<float> dqkv(qkv.size(), -7.0f);  // written, not accumulated
   std::vector<float> scratch(kh::attention_backward_scratch_floats(T));
-  kh::attention_backward(shape, weight.data(), qkv.data(), prob.data(), dqkv.data(), scratch.data());
-  check_gradients({{"qkv", &qkv, &dqkv}}, objective, {.samples_per_tensor = samples});
+  kh::attention_backward(shape, weight.data(), qkv.data(), prob.data(), dqkv.data(),
+                         scratch.data());
+  check_gradients({{"qkv", &qkv, &dqkv}}, objective, Options().with_samples(samples));
   kh::set_attention_parallelism(kh::AttentionParallelism::Automatic);
 }
 
@@ -187,7 +191,7 @@ TEST(OpGradients, CrossEntropyMeanLossWithLossScale) {
   kh::cross_entropy_backward(targets.data(), lse.data(), kRows, V, loss_scale / kRows, grad.data());
   for (float& g : grad) g /= loss_scale;  // compare d(mean loss)/d logits
   check_gradients({{"logits", &logits, &grad}}, objective,
-                  {.step = 1e-2f, .absolute_tolerance = 1e-4, .samples_per_tensor = 130});
+                  Options().with_step(1e-2f).with_tolerances(2e-2, 1e-4).with_samples(130));
 }
 
 }  // namespace

@@ -100,8 +100,9 @@ TEST(GptConfig, ArchitectureChangesAreRefused) {
   EXPECT_NE(error_of("activation_function: relu\n").find("relu"), std::string::npos);
   EXPECT_NE(error_of("n_embd: 64\nn_head: 4\nn_inner: 100\n").find("n_inner=100"),
             std::string::npos);
-  EXPECT_EQ(error_of("n_embd: 64\nn_head: 4\nn_inner: 256\nscale_attn_by_inverse_layer_idx: false\n"),
-            "");
+  EXPECT_EQ(
+      error_of("n_embd: 64\nn_head: 4\nn_inner: 256\nscale_attn_by_inverse_layer_idx: false\n"),
+      "");
 }
 
 TEST(GptConfig, InconsistentNumbersAreRefused) {

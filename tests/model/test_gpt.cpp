@@ -11,11 +11,12 @@
 
 namespace {
 
-using zt::model::GradTable;
 using zt::model::Gpt;
 using zt::model::GptConfig;
+using zt::model::GradTable;
 using zt::model::ParamInfo;
 using zt::model::ParamTable;
+using Options = zt::testing::GradientCheckOptions;
 
 #include "tests/model/reference_gpt_values.inc"
 
@@ -113,7 +114,8 @@ TEST(Gpt, InitDependsOnlyOnSeedParameterAndElement) {
     const ParamInfo& info = registry[p];
     std::vector<float> full(info.numel);
     zt::model::init_parameter_range(info, p, 42, 0, info.numel, full.data());
-    for (auto [begin, end] : {std::pair<std::int64_t, std::int64_t>{0, 1}, {3, 17}, {info.numel - 5, info.numel}}) {
+    for (auto [begin, end] :
+         {std::pair<std::int64_t, std::int64_t>{0, 1}, {3, 17}, {info.numel - 5, info.numel}}) {
       std::vector<float> part(end - begin);
       zt::model::init_parameter_range(info, p, 42, begin, end, part.data());
       for (std::int64_t i = begin; i < end; ++i) ASSERT_EQ(part[i - begin], full[i]) << info.name;
@@ -188,8 +190,7 @@ TEST(Gpt, FiniteDifferenceGradientOfEveryParameter) {
       [&] {
         return static_cast<double>(model.forward(params, inputs.data(), targets.data(), kB, kT));
       },
-      {.step = 2e-3f, .relative_tolerance = 2e-2, .absolute_tolerance = 2e-4,
-       .samples_per_tensor = 48});
+      Options().with_step(2e-3f).with_tolerances(2e-2, 2e-4).with_samples(48));
   EXPECT_GT(checked, 500);
 }
 
@@ -226,7 +227,8 @@ TEST(Gpt, SmallerMicroBatchThanAllocatedGivesTheSameResult) {
   exact.backward(a.params(), a.grad_table(), 1.0f);
   roomy.backward(b.params(), b.grad_table(), 1.0f);
   for (std::size_t p = 0; p < a.grads.size(); ++p) EXPECT_EQ(a.grads[p], b.grads[p]);
-  EXPECT_THROW(roomy.forward(b.params(), inputs.data(), targets.data(), 3, 1), std::invalid_argument);
+  EXPECT_THROW(roomy.forward(b.params(), inputs.data(), targets.data(), 3, 1),
+               std::invalid_argument);
   const std::vector<std::int32_t> bad = {1, 11, 2};
   EXPECT_THROW(roomy.forward(b.params(), bad.data(), targets.data(), 1, 3), std::out_of_range);
 }
@@ -247,8 +249,9 @@ TEST(Gpt, HooksFireLayerByLayer) {
   RecordingHooks hooks;
   model.forward(w.params(), inputs.data(), targets.data(), kB, kT, &hooks);
   model.backward(w.params(), w.grad_table(), 1.0f, &hooks);
-  EXPECT_EQ(hooks.events, (std::vector<std::string>{"F0", "f0", "F1", "f1", "F2", "f2", "F3", "f3",
-                                                    "B3", "b3", "B2", "b2", "B1", "b1", "B0", "b0"}));
+  EXPECT_EQ(hooks.events,
+            (std::vector<std::string>{"F0", "f0", "F1", "f1", "F2", "f2", "F3", "f3", "B3", "b3",
+                                      "B2", "b2", "B1", "b1", "B0", "b0"}));
 }
 
 // A hook may swap a layer's parameter pointer just before the layer runs (stage 3 gathers).

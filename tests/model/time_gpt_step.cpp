@@ -20,8 +20,8 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }
 
 void time_gemm(bool ta, bool tb, int M, int N, int K, const char* what) {
-  std::vector<float> A(static_cast<std::size_t>(M) * K, 0.01f), B(static_cast<std::size_t>(K) * N, 0.02f),
-      C(static_cast<std::size_t>(M) * N);
+  std::vector<float> A(static_cast<std::size_t>(M) * K, 0.01f),
+      B(static_cast<std::size_t>(K) * N, 0.02f), C(static_cast<std::size_t>(M) * N);
   const int lda = ta ? M : K, ldb = tb ? K : N;
   zt::kernels::gemm(ta, tb, M, N, K, 1.0f, A.data(), lda, B.data(), ldb, 0.0f, C.data(), N);
   double best = 1e30;
@@ -59,6 +59,22 @@ int main(int argc, char** argv) {
     time_gemm(false, false, M, 768, 50257, "lm head dX");
     time_gemm(true, false, 50257, 768, M, "lm head dW");
 
+    {  // attention alone (one layer's worth), to see its share of the step
+      const int C = 768, n_head = 12;
+      const kh::AttentionShape shape{B, T, n_head, C};
+      std::vector<float> qkv(static_cast<std::size_t>(M) * 3 * C, 0.01f),
+          prob(static_cast<std::size_t>(B) * n_head * T * T), out(static_cast<std::size_t>(M) * C),
+          dqkv(qkv.size()), scratch(kh::attention_backward_scratch_floats(T));
+      kh::attention_forward(shape, qkv.data(), prob.data(), out.data());
+      auto start = std::chrono::steady_clock::now();
+      kh::attention_forward(shape, qkv.data(), prob.data(), out.data());
+      const double forward_s = seconds_since(start);
+      start = std::chrono::steady_clock::now();
+      kh::attention_backward(shape, out.data(), qkv.data(), prob.data(), dqkv.data(), scratch.data());
+      const double backward_s = seconds_since(start);
+      std::printf("  attention (one layer): fwd %.1f ms, bwd %.1f ms\n", forward_s * 1e3,
+                  backward_s * 1e3);
+    }
     zt::model::GptConfig config = zt::model::GptConfig::gpt2_small();
     config.n_layer = n_layer;
     zt::model::Gpt model(config, B, T);

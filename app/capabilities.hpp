@@ -1,0 +1,25 @@
+// SPDX-License-Identifier: Apache-2.0
+// What this build's engine can run, beyond what the config reader accepts: the config module
+// knows every DeepSpeed key; the engine may not implement every value yet. `train` and
+// `check-config` both ask here, so a config that check-config passes also trains.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "config/config.hpp"
+
+namespace zt::app {
+
+/// Every setting of `config` this build cannot run yet, as "not supported yet: ..." lines.
+inline std::vector<std::string> unsupported_by_engine(const config::ResolvedConfig& config) {
+  std::vector<std::string> problems;
+  if (config.zero.stage != 0)
+    problems.push_back("not supported yet: zero_optimization.stage = " +
+                       std::to_string(config.zero.stage) +
+                       " (this release trains at stage 0; stages 1-3 come with the partitioned "
+                       "engine)");
+  return problems;
+}
+
+}  // namespace zt::app
