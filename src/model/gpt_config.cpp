@@ -109,7 +109,9 @@ T read_scalar(const YAML::Node& node, const std::string& source, const std::stri
     throw ConfigError(source + ": field '" + key + "' has value '" +
                       (node.IsScalar() ? node.Scalar() : std::string("<not a scalar>")) +
                       "', which is not a valid " +
-                      (std::is_same<T, bool>::value ? "boolean" : "number"));
+                      (std::is_same<T, bool>::value          ? "boolean"
+                       : std::is_same<T, std::string>::value ? "string"
+                                                             : "number"));
   }
 }
 
@@ -194,7 +196,7 @@ GptConfig parse_gpt_config(const std::string& text, const std::string& source, C
         warn(source + ": " + what.str() + " is ignored: zerotrain trains without dropout");
       }
     } else if (key == "activation_function") {
-      const std::string name = value.as<std::string>();
+      const auto name = read_scalar<std::string>(value, source, key);
       if (name != "gelu_new" && name != "gelu_pytorch_tanh")
         throw ConfigError(source + ": activation_function '" + name +
                           "' is not supported; zerotrain implements GELU with the tanh "

@@ -113,4 +113,10 @@ TEST(GptConfig, InconsistentNumbersAreRefused) {
   EXPECT_NE(error_of("- a list\n").find("expected a mapping"), std::string::npos);
 }
 
+TEST(GptConfig, MissingFileAndWrongTypesAreClearErrors) {
+  EXPECT_THROW(zt::model::load_gpt_config("/nonexistent/model.yaml"), ConfigError);
+  EXPECT_NE(error_of("activation_function: [gelu_new]\n").find("not a valid string"),
+            std::string::npos);
+}
+
 }  // namespace

@@ -70,7 +70,8 @@ int main(int argc, char** argv) {
       kh::attention_forward(shape, qkv.data(), prob.data(), out.data());
       const double forward_s = seconds_since(start);
       start = std::chrono::steady_clock::now();
-      kh::attention_backward(shape, out.data(), qkv.data(), prob.data(), dqkv.data(), scratch.data());
+      kh::attention_backward(shape, out.data(), qkv.data(), prob.data(), dqkv.data(),
+                             scratch.data());
       const double backward_s = seconds_since(start);
       std::printf("  attention (one layer): fwd %.1f ms, bwd %.1f ms\n", forward_s * 1e3,
                   backward_s * 1e3);
