@@ -8,5 +8,5 @@ extern const char* const kDefaultModelName;
 extern const char* const kDefaultConfigText;
 extern const char* const kDefaultModelText;
 /// Steps of the default job (its scheduler's total_num_steps says the same).
-inline constexpr long kDefaultSteps = 400;
+inline constexpr long kDefaultSteps = 700;
 }  // namespace zt::app
