@@ -1,14 +1,19 @@
-# zt_add_test(NAME name SOURCES a.cpp ... LIBRARIES lib ... [RANKS 1 2 4] [MPI_MAIN] [LABELS ...])
+# zt_add_test(NAME name SOURCES a.cpp ... LIBRARIES lib ... [RANKS 1 2 4] [MPI_MAIN] [KOKKOS]
+#             [LABELS ...])
 # Builds one GoogleTest executable. Without RANKS it is one serial ctest. With RANKS it runs
 # under mpiexec once per rank count (ctest name <name>_np<N>, PROCESSORS N, label RANK_N) and
-# links the MPI+Kokkos test main (tests/support/mpi_main.cpp) unless a main is given.
+# links the MPI+Kokkos test main (tests/support/mpi_main.cpp). KOKKOS: a serial test that needs
+# Kokkos initialised (tests/support/kokkos_environment.cpp).
 set(ZT_TEST_ENVIRONMENT
   OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1 OMP_PROC_BIND=false
   OMPI_MCA_btl_vader_single_copy_mechanism=none)
 
 function(zt_add_test)
-  cmake_parse_arguments(T "MPI_MAIN" "NAME;TIMEOUT" "SOURCES;LIBRARIES;RANKS;LABELS" ${ARGN})
+  cmake_parse_arguments(T "MPI_MAIN;KOKKOS" "NAME;TIMEOUT" "SOURCES;LIBRARIES;RANKS;LABELS" ${ARGN})
+  if(T_KOKKOS)
+    list(APPEND T_SOURCES ${PROJECT_SOURCE_DIR}/tests/support/kokkos_environment.cpp)
+  endif()
   add_executable(${T_NAME} ${T_SOURCES})
   target_link_libraries(${T_NAME} PRIVATE ${T_LIBRARIES} GTest::gtest zt_build_settings)
   if(T_MPI_MAIN OR T_RANKS)

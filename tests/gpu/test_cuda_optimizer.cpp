@@ -16,14 +16,6 @@
 
 namespace {
 
-class KokkosEnvironment : public ::testing::Environment {
- public:
-  void SetUp() override { Kokkos::initialize(); }
-  void TearDown() override { Kokkos::finalize(); }
-};
-const auto* const kokkos_environment =
-    ::testing::AddGlobalTestEnvironment(new KokkosEnvironment);
-
 bool have_gpu() {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {
