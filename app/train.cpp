@@ -25,6 +25,7 @@
 #include "memory/tracker.hpp"
 #include "model/gpt.hpp"
 #include "model/gpt_config.hpp"
+#include "runtime/device.hpp"
 #include "runtime/environment.hpp"
 #include "runtime/log.hpp"
 #include "runtime/timer.hpp"
@@ -200,12 +201,10 @@ std::string kokkos_space_description(int threads) {
                 threads == 1 ? "" : "s", " per rank");
 }
 
-std::string place_description() {
-#ifdef ZT_HAVE_CUDA
-  return "CPU (this build has CUDA kernels; the device path arrives with the GPU engine)";
-#else
-  return "CPU";
-#endif
+std::string place_description(const runtime::DeviceChoice& device) {
+  if (device.device < 0) return "CPU; CUDA device: " + device.description;
+  return "CPU (training on the GPU arrives with the device engine); CUDA device of rank 0: " +
+         device.description;
 }
 
 void print_progress(const zero::StepResult& result, std::int64_t steps, double window_tokens,
@@ -323,6 +322,7 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
   }
 
   auto comm = comm::make_mpi_communicator(MPI_COMM_WORLD);
+  const runtime::DeviceChoice device = runtime::select_device(process.local_rank);
 
   model::Gpt model(run.model, static_cast<int>(cfg.train_micro_batch_size_per_gpu), run.seq_len);
 
@@ -353,7 +353,7 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
   print(concat("zerotrain ", ZT_VERSION, " (git ", ZT_GIT_REVISION, ")"));
   print(concat("  ranks        ", process.world_size, " (", process.local_size,
                " on this node), launched by ", process.launcher));
-  print(concat("  backend      ", place_description(), ", collectives over MPI"));
+  print(concat("  backend      ", place_description(device), ", collectives over MPI"));
   print(concat("  kokkos       ", kokkos_space_description(process.host_threads)));
   print(concat("  gemm         ", kernels::gemm_library(), ", ", kernels::gemm_instruction_set(),
                " (self-check error ", gemm_error, ")"));
