@@ -7,9 +7,10 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 deps_prefix=${ZT_DEPS_PREFIX:-$repo/.deps}
 
+# openssh-client: Open MPI's mpirun looks for an rsh/ssh agent even for jobs on one node.
 debian_packages=(
   build-essential cmake pkg-config dpkg-dev
-  libopenmpi-dev openmpi-bin
+  libopenmpi-dev openmpi-bin openssh-client
   libhdf5-openmpi-dev hdf5-tools
   libyaml-cpp-dev libdnnl-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev

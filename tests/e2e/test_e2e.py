@@ -60,6 +60,17 @@ class Training(unittest.TestCase):
             self.assertIn("entropy", result.stdout)
             self.assertIn("step 3/3", result.stdout)
 
+    def test_default_job_reaches_the_entropy_floor(self):
+        # The whole default job, as the README's first command runs it (about 1.5 minutes).
+        with tempfile.TemporaryDirectory() as workdir:
+            result = run(["train"], ranks=2, cwd=workdir, timeout=900)
+            self.assertEqual(result.returncode, 0, result.stderr)
+            with open(os.path.join(workdir, "runs", "default", "summary.json")) as handle:
+                summary = json.load(handle)
+            self.assertLess(abs(summary["final_loss"] - summary["entropy_floor"]), 0.05,
+                            result.stdout[-2000:])
+            self.assertGreater(summary["entropy_floor"], 0.5)
+
     def test_loss_curves_agree_across_world_sizes(self):
         with tempfile.TemporaryDirectory() as workdir:
             curves = {n: train_tiny(workdir, n)[0]["losses"] for n in (1, 2, 4)}
