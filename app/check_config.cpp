@@ -39,7 +39,8 @@ int run_check_config(int argc, char** argv, const CheckConfigOptions& options) {
     overrides.bf16 = options.trainer.bf16;
     try {
       const auto resolved = config::load_config(options.config_path, overrides, facts, world_size,
-                                                overrides.max_steps.value_or(0));
+                                                overrides.max_steps ? *overrides.max_steps
+                                                                    : options.trainer.steps.value_or(0));
       if (auto problems = unsupported_by_engine(resolved); !problems.empty())
         throw config::ConfigError(problems);
       runtime::print(runtime::concat(options.config_path, ": ok for ", world_size, " rank",

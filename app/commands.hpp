@@ -16,6 +16,10 @@ struct TrainerFlags {
       gradient_accumulation_steps;
   bool fp16 = false;
   bool bf16 = false;
+  /// --steps: the run length only. Unlike --max_steps (the HF Trainer's flag, which must agree
+  /// with a concrete scheduler.params.total_num_steps), it may stop a run before the schedule
+  /// ends; it still resolves a total_num_steps of "auto".
+  std::optional<std::int64_t> steps;
 };
 
 struct TrainOptions {

@@ -19,8 +19,11 @@ void add_trainer_flags(CLI::App& command, zt::app::TrainerFlags& flags) {
   command.add_option("--weight_decay", flags.weight_decay, "optimizer weight_decay")->group(group);
   command.add_option("--warmup_steps", flags.warmup_steps, "scheduler warmup_num_steps")
       ->group(group);
-  command.add_option("--max_steps,--steps", flags.max_steps, "optimizer steps to run")
+  command.add_option("--max_steps", flags.max_steps,
+                     "optimizer steps to run; must agree with a concrete total_num_steps")
       ->group(group);
+  command.add_option("--steps", flags.steps,
+                     "optimizer steps to run (may stop before the schedule's total_num_steps)");
   command.add_option("--per_device_train_batch_size", flags.per_device_train_batch_size,
                      "train_micro_batch_size_per_gpu")
       ->group(group);

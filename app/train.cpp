@@ -161,9 +161,13 @@ RunInputs resolve_inputs(const TrainOptions& options, int world_size) {
 
   auto overrides = to_overrides(options.trainer);
   TrainerFlags flags = options.trainer;
-  if (run.default_job && !flags.max_steps) overrides.max_steps = kDefaultSteps;
+  if (flags.steps && flags.max_steps && *flags.steps != *flags.max_steps)
+    throw UserError(concat("--steps ", *flags.steps, " and --max_steps ", *flags.max_steps,
+                           " disagree; give one"));
+  std::optional<std::int64_t> run_length = flags.max_steps ? flags.max_steps : flags.steps;
+  if (run.default_job && !run_length) run_length = kDefaultSteps;
   const config::ModelFacts facts{run.model.n_embd};
-  const std::int64_t known_steps = overrides.max_steps.value_or(0);
+  const std::int64_t known_steps = run_length.value_or(0);
   try {
     run.config = run.default_job
                      ? config::parse_config_text(kDefaultConfigText, run.config_name, overrides,
@@ -176,8 +180,8 @@ RunInputs resolve_inputs(const TrainOptions& options, int world_size) {
   if (auto problems = unsupported_by_engine(run.config); !problems.empty())
     throw UserError(config_problems(config::ConfigError(problems), run.config_name));
 
-  if (overrides.max_steps) {
-    run.steps = *overrides.max_steps;
+  if (run_length) {
+    run.steps = *run_length;
   } else if (schedule_uses_total_steps(run.config.scheduler.type) &&
              run.config.scheduler.total_num_steps > 0) {
     run.steps = run.config.scheduler.total_num_steps;
