@@ -127,6 +127,12 @@ class Training(unittest.TestCase):
             self.assertTrue(os.path.exists(os.path.join(directory, "Train_Samples_lr.csv")))
 
 
+    def test_steps_may_stop_before_the_schedule_ends(self):
+        with tempfile.TemporaryDirectory() as workdir:
+            summary, _ = train_tiny(workdir, 1, config="ds_stage0_total1000.json", steps=3)
+            self.assertEqual(len(summary["losses"]), 3)
+
+
 class Errors(unittest.TestCase):
     def assert_fails(self, result, *needles, code=2):
         self.assertEqual(result.returncode, code, result.stdout + result.stderr)
@@ -147,6 +153,11 @@ class Errors(unittest.TestCase):
         config = os.path.join(HERE, "..", "..", "inputs", "configs", "zero2.json")
         result = run(["check-config", config, "--world-size", "2"])
         self.assert_fails(result, "not supported yet: zero_optimization.stage")
+
+    def test_max_steps_must_agree_with_a_concrete_total(self):
+        result = run(["train", "--config", os.path.join(DATA, "ds_stage0_total1000.json"), "--model",
+                      os.path.join(DATA, "tiny_model.yaml"), "--max_steps", "3"], ranks=1)
+        self.assert_fails(result, "total_num_steps", "--max_steps")
 
     def test_inconsistent_batch_triple(self):
         result = run(["check-config", os.path.join(DATA, "ds_bad_batch.json"), "--world-size", "2"])
