@@ -32,6 +32,7 @@ struct TrainOptions {
   std::int64_t seed = 42;
   int seq_len = 0;  // 0: the model's n_positions
   std::string device_memory_limit;
+  std::string save_weights;  // safetensors file of the final fp32 weights (empty: none)
   int synthetic_order = 2;
   int synthetic_branching = 0;  // 0: the source's default
   std::int64_t synthetic_tokens = 0;

@@ -69,6 +69,9 @@ int main(int argc, char** argv) {
                             "Where outputs go (default: runs/default or runs/<config name>)");
   train_command->add_option("--summary-json", train.summary_json,
                             "Write the final summary as JSON here (default: <output-dir>/summary.json)");
+  train_command->add_option("--save-weights", train.save_weights,
+                            "Write the final fp32 weights to this safetensors file (gathered one "
+                            "tensor at a time)");
   train_command->add_option("--device-memory-limit", train.device_memory_limit,
                             "Cap on device bytes per rank, e.g. 64MiB (CPU runs: the tracked arena)");
   const char* synthetic = "Synthetic data";

@@ -3,6 +3,8 @@
 
 #include <sys/resource.h>
 
+#include <unistd.h>
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -10,7 +12,6 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
-#include <unistd.h>
 
 #include "memory/format.hpp"
 #include "memory/tracker.hpp"
@@ -19,10 +20,14 @@ namespace zt::app {
 
 std::string format_count(double count) {
   char text[32];
-  if (count >= 1e9) std::snprintf(text, sizeof text, "%.2fB", count / 1e9);
-  else if (count >= 1e6) std::snprintf(text, sizeof text, "%.2fM", count / 1e6);
-  else if (count >= 1e3) std::snprintf(text, sizeof text, "%.2fK", count / 1e3);
-  else std::snprintf(text, sizeof text, "%.0f", count);
+  if (count >= 1e9)
+    std::snprintf(text, sizeof text, "%.2fB", count / 1e9);
+  else if (count >= 1e6)
+    std::snprintf(text, sizeof text, "%.2fM", count / 1e6);
+  else if (count >= 1e3)
+    std::snprintf(text, sizeof text, "%.2fK", count / 1e3);
+  else
+    std::snprintf(text, sizeof text, "%.0f", count);
   return text;
 }
 
@@ -99,14 +104,78 @@ std::string format_memory_table(const std::vector<RankMemory>& ranks) {
   return out.str();
 }
 
+nlohmann::json zero_report_to_json(const zero::EngineReport& report,
+                                   const zero::EngineSettings& settings, comm::Communicator& comm,
+                                   const std::vector<std::int64_t>& bytes_sent_per_step,
+                                   const std::vector<std::int64_t>& bytes_received_per_step,
+                                   const zero::PhaseTimes& run_times) {
+  nlohmann::json zero;
+  zero["stage"] = report.stage;
+  zero["parameters"] = report.parameters;
+  zero["padded_elements"] = report.padded_elements;
+  zero["slice_elements"] = report.slice_elements;
+  zero["landing_elements"] = report.landing_elements;
+  zero["window_elements"] = report.window_elements;
+  zero["persistent_parameters"] = report.persistent_parameters;
+  zero["persistent_elements"] = report.persistent_elements;
+  zero["peak_live_elements"] = report.peak_live_elements;
+  zero["gathers"] = report.gathers;
+  zero["prefetches"] = report.prefetches;
+  zero["sub_groups"] = report.sub_groups;
+  zero["optimizer_state_bytes"] = report.optimizer_state_bytes;
+  zero["reduce_bucket_size"] = settings.reduce_bucket_size;
+  zero["allgather_bucket_size"] = settings.allgather_bucket_size;
+  zero["overlap_comm"] = settings.overlap_comm;
+  zero["contiguous_gradients"] = settings.contiguous_gradients;
+  zero["reduce_scatter"] = settings.reduce_scatter;
+  zero["communication_backend"] = comm.backend_name();
+  zero["progress_thread"] = comm.progresses_asynchronously();
+
+  // Traffic: this rank's per step, and every rank's mean per step (elements of 4 bytes).
+  zero["bytes_sent_per_step"] = bytes_sent_per_step;
+  zero["bytes_received_per_step"] = bytes_received_per_step;
+  const double steps = static_cast<double>(std::max<std::size_t>(1, bytes_sent_per_step.size()));
+  double mine[2] = {0, 0};
+  for (const auto bytes : bytes_sent_per_step) mine[0] += static_cast<double>(bytes);
+  for (const auto bytes : bytes_received_per_step) mine[1] += static_cast<double>(bytes);
+  mine[0] /= steps;
+  mine[1] /= steps;
+  std::vector<double> all(2 * static_cast<std::size_t>(comm.size()));
+  comm.all_gather(mine, all.data(), 2, comm::DataType::Float64);
+  nlohmann::json per_rank = nlohmann::json::array();
+  for (int r = 0; r < comm.size(); ++r)
+    per_rank.push_back(
+        {{"rank", r},
+         {"mean_bytes_sent_per_step", all[2 * static_cast<std::size_t>(r)]},
+         {"mean_bytes_received_per_step", all[2 * static_cast<std::size_t>(r) + 1]}});
+  zero["traffic_per_rank"] = per_rank;
+  const double ranks = comm.size();
+  const double factor = report.stage == 3 ? 3.0 : 2.0;
+  zero["paper_volume_elements_per_step"] =
+      factor * static_cast<double>(report.parameters) * (ranks - 1) / ranks;
+
+  zero["seconds"] = {{"forward", run_times.forward},
+                     {"backward", run_times.backward},
+                     {"reduction", run_times.reduction},
+                     {"optimizer", run_times.optimizer},
+                     {"gather", run_times.gather},
+                     {"communication", run_times.communication},
+                     {"exposed_communication", run_times.exposed},
+                     {"total", run_times.total}};
+  zero["exposed_share_of_communication"] =
+      run_times.communication > 0 ? run_times.exposed / run_times.communication : 0.0;
+  zero["exposed_share_of_step"] = run_times.total > 0 ? run_times.exposed / run_times.total : 0.0;
+  return zero;
+}
+
 void write_text_atomically(const std::string& path, const std::string& text) {
   namespace fs = std::filesystem;
   const fs::path target(path);
   std::error_code error;
   if (target.has_parent_path()) fs::create_directories(target.parent_path(), error);
   if (error)
-    throw std::runtime_error("cannot create the directory " + target.parent_path().string() +
-                             ": " + error.message());
+    throw std::runtime_error("cannot create the directory " + target.parent_path().string() + ": " +
+                             error.message());
   const std::string temporary = path + ".tmp." + std::to_string(getpid());
   FILE* file = std::fopen(temporary.c_str(), "w");
   if (file == nullptr)

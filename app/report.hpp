@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "comm/communicator.hpp"
+#include "zero/engine.hpp"
 
 namespace zt::app {
 
@@ -28,6 +29,14 @@ std::vector<RankMemory> gather_memory(comm::Communicator& comm);
 nlohmann::json memory_to_json(const std::vector<RankMemory>& ranks);
 /// Human-readable table of the per-rank peaks (rank 0 prints it).
 std::string format_memory_table(const std::vector<RankMemory>& ranks);
+
+/// The ZeRO engine's report, its settings, traffic per step (every rank's mean, and this
+/// rank's per step) next to the ZeRO paper's volume, and the run's phase times. Collective.
+nlohmann::json zero_report_to_json(const zero::EngineReport& report,
+                                   const zero::EngineSettings& settings, comm::Communicator& comm,
+                                   const std::vector<std::int64_t>& bytes_sent_per_step,
+                                   const std::vector<std::int64_t>& bytes_received_per_step,
+                                   const zero::PhaseTimes& run_times);
 
 /// Writes JSON to path via a temporary file and rename, so readers never see half a file.
 /// Creates missing parent directories. Throws std::runtime_error naming the path.

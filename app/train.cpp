@@ -18,6 +18,7 @@
 #include "comm/communicator.hpp"
 #include "config/config.hpp"
 #include "io/hdf5_tokens.hpp"
+#include "io/safetensors_writer.hpp"
 #include "io/sampler.hpp"
 #include "io/synthetic_markov.hpp"
 #include "kernels/gemm.hpp"
@@ -84,12 +85,24 @@ optim::OptimizerSettings to_optimizer_settings(const config::OptimizerConfig& in
 optim::ScheduleSettings to_schedule_settings(const config::SchedulerConfig& in) {
   optim::ScheduleSettings out;
   switch (in.type) {
-    case config::SchedulerType::kNone: out.type = optim::ScheduleType::Constant; break;
-    case config::SchedulerType::kWarmupLR: out.type = optim::ScheduleType::WarmupLR; break;
-    case config::SchedulerType::kWarmupDecayLR: out.type = optim::ScheduleType::WarmupDecayLR; break;
-    case config::SchedulerType::kWarmupCosineLR: out.type = optim::ScheduleType::WarmupCosineLR; break;
-    case config::SchedulerType::kOneCycle: out.type = optim::ScheduleType::OneCycle; break;
-    case config::SchedulerType::kLRRangeTest: out.type = optim::ScheduleType::LRRangeTest; break;
+    case config::SchedulerType::kNone:
+      out.type = optim::ScheduleType::Constant;
+      break;
+    case config::SchedulerType::kWarmupLR:
+      out.type = optim::ScheduleType::WarmupLR;
+      break;
+    case config::SchedulerType::kWarmupDecayLR:
+      out.type = optim::ScheduleType::WarmupDecayLR;
+      break;
+    case config::SchedulerType::kWarmupCosineLR:
+      out.type = optim::ScheduleType::WarmupCosineLR;
+      break;
+    case config::SchedulerType::kOneCycle:
+      out.type = optim::ScheduleType::OneCycle;
+      break;
+    case config::SchedulerType::kLRRangeTest:
+      out.type = optim::ScheduleType::LRRangeTest;
+      break;
   }
   out.warmup_min_lr = in.warmup_min_lr;
   out.warmup_max_lr = in.warmup_max_lr;  // resolved by the config (optimizer lr for WarmupLR)
@@ -136,9 +149,9 @@ struct RunInputs {
 RunInputs resolve_inputs(const TrainOptions& options, int world_size) {
   RunInputs run;
   if (options.config_path.empty() != options.model_path.empty())
-    throw UserError(
-        "give both --config and --model, or neither for the built-in default job (" +
-        std::string(options.config_path.empty() ? "--model" : "--config") + " was given alone)");
+    throw UserError("give both --config and --model, or neither for the built-in default job (" +
+                    std::string(options.config_path.empty() ? "--model" : "--config") +
+                    " was given alone)");
   run.default_job = options.config_path.empty();
   run.config_name = run.default_job ? kDefaultConfigName : options.config_path;
   run.model_name = run.default_job ? kDefaultModelName : options.model_path;
@@ -169,11 +182,11 @@ RunInputs resolve_inputs(const TrainOptions& options, int world_size) {
   const config::ModelFacts facts{run.model.n_embd};
   const std::int64_t known_steps = run_length.value_or(0);
   try {
-    run.config = run.default_job
-                     ? config::parse_config_text(kDefaultConfigText, run.config_name, overrides,
-                                                 facts, world_size, known_steps)
-                     : config::load_config(options.config_path, overrides, facts, world_size,
-                                           known_steps);
+    run.config =
+        run.default_job
+            ? config::parse_config_text(kDefaultConfigText, run.config_name, overrides, facts,
+                                        world_size, known_steps)
+            : config::load_config(options.config_path, overrides, facts, world_size, known_steps);
   } catch (const config::ConfigError& error) {
     throw UserError(config_problems(error, run.config_name));
   }
@@ -192,9 +205,12 @@ RunInputs resolve_inputs(const TrainOptions& options, int world_size) {
   if (run.steps < 1) throw UserError(concat("--steps must be at least 1, got ", run.steps));
 
   namespace fs = std::filesystem;
-  if (!options.output_dir.empty()) run.output_dir = options.output_dir;
-  else if (run.default_job) run.output_dir = "runs/default";
-  else run.output_dir = "runs/" + fs::path(options.config_path).stem().string();
+  if (!options.output_dir.empty())
+    run.output_dir = options.output_dir;
+  else if (run.default_job)
+    run.output_dir = "runs/default";
+  else
+    run.output_dir = "runs/" + fs::path(options.config_path).stem().string();
   run.summary_path =
       options.summary_json.empty() ? run.output_dir + "/summary.json" : options.summary_json;
   return run;
@@ -220,23 +236,58 @@ void print_progress(const zero::StepResult& result, std::int64_t steps, double w
   std::snprintf(line, sizeof line,
                 "step %*lld/%lld | loss %.4f | lr %.3e | grad norm %.3f%s | %s tok/s | "
                 "elapsed %s | ETA %s",
-                static_cast<int>(std::to_string(steps).size()),
-                static_cast<long long>(result.step), static_cast<long long>(steps), result.loss,
-                result.lr, result.grad_norm, result.clipped ? " (clipped)" : "",
-                format_count(tokens_per_second).c_str(), runtime::format_duration(elapsed).c_str(),
-                runtime::format_duration(eta).c_str());
+                static_cast<int>(std::to_string(steps).size()), static_cast<long long>(result.step),
+                static_cast<long long>(steps), result.loss, result.lr, result.grad_norm,
+                result.clipped ? " (clipped)" : "", format_count(tokens_per_second).c_str(),
+                runtime::format_duration(elapsed).c_str(), runtime::format_duration(eta).c_str());
   print(line);
 }
 
 void print_breakdown(const zero::PhaseTimes& times, std::int64_t steps_in_window) {
   const double per_step = 1000.0 / static_cast<double>(std::max<std::int64_t>(1, steps_in_window));
-  char line[256];
+  char line[400];
   std::snprintf(line, sizeof line,
                 "  time per step (ms, rank 0): forward %.1f | backward %.1f | reduction %.1f | "
-                "optimizer %.1f | total %.1f",
+                "optimizer %.1f | gather %.1f | total %.1f",
                 times.forward * per_step, times.backward * per_step, times.reduction * per_step,
-                times.optimizer * per_step, times.total * per_step);
+                times.optimizer * per_step, times.gather * per_step, times.total * per_step);
   print(line);
+  // Communication in flight vs. waited for: what overlap_comm hid behind compute.
+  const double hidden =
+      times.communication > 0 ? std::max(0.0, 1.0 - times.exposed / times.communication) : 0.0;
+  std::snprintf(line, sizeof line,
+                "  communication per step (ms, rank 0): in flight %.1f | exposed (waited) %.1f | "
+                "hidden %.0f%%",
+                times.communication * per_step, times.exposed * per_step, 100.0 * hidden);
+  print(line);
+}
+
+std::string zero_description(const zero::EngineReport& report, const config::ZeroConfig& zero) {
+  std::string text = concat("stage ", report.stage, ": ");
+  switch (report.stage) {
+    case 0:
+      text += "everything replicated, gradients all-reduced";
+      break;
+    case 1:
+      text += "optimizer states partitioned, gradients reduce-scattered after backward";
+      break;
+    case 2:
+      text += "optimizer states and gradients partitioned";
+      break;
+    default:
+      text += "parameters, gradients and optimizer states partitioned";
+      break;
+  }
+  text += concat("; slice ", format_count(static_cast<double>(report.slice_elements)), " of ",
+                 format_count(static_cast<double>(report.padded_elements)), " elements; buckets ",
+                 format_count(static_cast<double>(zero.reduce_bucket_size)), "; overlap_comm ",
+                 zero.overlap_comm ? "on" : "off");
+  if (report.stage == 3)
+    text += concat("; ", report.persistent_parameters, " persistent parameters (",
+                   format_count(static_cast<double>(report.persistent_elements)),
+                   " elements); prefetch ",
+                   format_count(static_cast<double>(zero.prefetch_bucket_size)));
+  return text;
 }
 
 /// csv_monitor as DeepSpeed's CsvMonitor writes it: one CSV per event in
@@ -277,6 +328,35 @@ class CsvMonitor {
   std::set<std::string> started_;
 };
 
+/// The final weights as safetensors, with the model's (Hugging Face GPT-2) tensor names. Every
+/// rank joins the gathers; rank 0 writes, holding one tensor at a time.
+void save_weights(zero::Engine& engine, const model::Gpt& model, const std::string& path,
+                  int rank) {
+  std::vector<io::TensorDescription> tensors;
+  std::int64_t largest = 0;
+  for (const auto& info : model.parameters()) {
+    tensors.push_back({info.name, info.shape});
+    largest = std::max(largest, info.numel);
+  }
+  std::unique_ptr<io::SafetensorsWriter> writer;
+  if (rank == 0)
+    writer = std::make_unique<io::SafetensorsWriter>(
+        path, tensors,
+        std::vector<std::pair<std::string, std::string>>{
+            {"format", "pt"},
+            {"producer", std::string("zerotrain ") + ZT_VERSION},
+            {"step", std::to_string(engine.applied_steps())}});
+  std::vector<float> values(static_cast<std::size_t>(largest));
+  for (std::size_t p = 0; p < tensors.size(); ++p) {
+    engine.gather_parameter(static_cast<int>(p), values.data());
+    if (writer) writer->write_next(values.data());
+  }
+  if (writer) {
+    writer->finish();
+    print(concat("  weights      ", path));
+  }
+}
+
 int train(runtime::Environment& environment, const TrainOptions& options) {
   const auto& process = environment.info();
   runtime::Stopwatch run_watch;
@@ -285,7 +365,8 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
 
   if (!options.device_memory_limit.empty()) {
     try {
-      memory::Tracker::instance().set_device_limit(memory::parse_bytes(options.device_memory_limit));
+      memory::Tracker::instance().set_device_limit(
+          memory::parse_bytes(options.device_memory_limit));
     } catch (const std::invalid_argument& error) {
       throw UserError(concat("--device-memory-limit: ", error.what()));
     }
@@ -308,7 +389,8 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
     const std::int64_t stream =
         options.synthetic_tokens > 0
             ? options.synthetic_tokens
-            : std::clamp<std::int64_t>(2 * tokens_needed, std::int64_t{1} << 20, std::int64_t{1} << 26);
+            : std::clamp<std::int64_t>(2 * tokens_needed, std::int64_t{1} << 20,
+                                       std::int64_t{1} << 26);
     auto spec = io::default_synthetic_spec(run.model.vocab_size, stream);
     spec.order = options.synthetic_order;
     if (options.synthetic_branching > 0) spec.branching = options.synthetic_branching;
@@ -337,6 +419,16 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
   settings.seq_len = run.seq_len;
   settings.gradient_clipping = cfg.gradient_clipping;
   settings.reduce_bucket_size = cfg.zero.reduce_bucket_size;
+  settings.allgather_bucket_size = cfg.zero.allgather_bucket_size;
+  settings.overlap_comm = cfg.zero.overlap_comm;
+  settings.contiguous_gradients = cfg.zero.contiguous_gradients;
+  settings.reduce_scatter = cfg.zero.reduce_scatter;
+  settings.sub_group_size = cfg.zero.sub_group_size;
+  settings.prefetch_bucket_size = cfg.zero.prefetch_bucket_size;
+  settings.param_persistence_threshold = cfg.zero.param_persistence_threshold;
+  settings.model_persistence_threshold = cfg.zero.model_persistence_threshold;
+  settings.max_live_parameters = cfg.zero.max_live_parameters;
+  settings.max_reuse_distance = cfg.zero.max_reuse_distance;
   settings.average_gradients = cfg.gradient_allreduce_op == "mean";
   settings.optimizer = to_optimizer_settings(cfg.optimizer);
   settings.schedule = to_schedule_settings(cfg.scheduler);
@@ -357,7 +449,9 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
   print(concat("zerotrain ", ZT_VERSION, " (git ", ZT_GIT_REVISION, ")"));
   print(concat("  ranks        ", process.world_size, " (", process.local_size,
                " on this node), launched by ", process.launcher));
-  print(concat("  backend      ", place_description(device), ", collectives over MPI"));
+  print(concat("  backend      ", place_description(device), ", collectives over MPI",
+               comm->progresses_asynchronously() ? " (progress thread: overlap_comm can hide them)"
+                                                 : " (progress only while waiting)"));
   print(concat("  kokkos       ", kokkos_space_description(process.host_threads)));
   print(concat("  gemm         ", kernels::gemm_library(), ", ", kernels::gemm_instruction_set(),
                " (self-check error ", gemm_error, ")"));
@@ -382,6 +476,7 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
   print(config::format_effective_config(cfg));
 
   zero::Engine engine(model, *comm, settings);
+  print(concat("  zero         ", zero_description(engine.report(), cfg.zero)));
   CsvMonitor csv_monitor(process.rank == 0 ? cfg.csv_monitor : config::CsvMonitorConfig{},
                          run.output_dir);
   if (csv_monitor.enabled()) print(concat("  csv_monitor  ", csv_monitor.directory(), "/"));
@@ -397,19 +492,25 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
   std::int64_t window_steps = 0;
   double seconds_after_first_step = 0;
   zero::StepResult last;
+  zero::PhaseTimes run_times;
+  std::vector<std::int64_t> bytes_sent_per_step;
+  std::vector<std::int64_t> bytes_received_per_step;
   for (std::int64_t step = 0; step < run.steps; ++step) {
     last = engine.train_step([&](int micro, std::int32_t* inputs, std::int32_t* targets) {
       sampler.fill_micro_batch(*source, step, micro, inputs, targets);
     });
     sampler.advance();
     if (!std::isfinite(last.loss))
-      throw std::runtime_error(concat("the loss is ", last.loss, " at step ", last.step,
-                                      " (lr ", last.lr, "); stopping"));
+      throw std::runtime_error(concat("the loss is ", last.loss, " at step ", last.step, " (lr ",
+                                      last.lr, "); stopping"));
     losses.push_back(last.loss);
     const std::int64_t samples = last.step * cfg.train_batch_size;
     csv_monitor.write("Train/Samples/train_loss", last.loss, samples);
     csv_monitor.write("Train/Samples/lr", last.lr, samples);
     window_times += last.phases;
+    run_times += last.phases;
+    bytes_sent_per_step.push_back(last.bytes_sent);
+    bytes_received_per_step.push_back(last.bytes_received);
     window_seconds += last.phases.total;
     ++window_steps;
     if (step > 0) seconds_after_first_step += last.phases.total;
@@ -424,6 +525,9 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
   }
   const double train_seconds = train_watch.seconds();
 
+  if (!options.save_weights.empty())
+    save_weights(engine, model, options.save_weights, process.rank);
+
   // Summary.
   const auto memory = gather_memory(*comm);
   const std::size_t tail = std::min<std::size_t>(10, losses.size());
@@ -432,8 +536,9 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
   tail_mean /= static_cast<double>(tail);
   // The first step pays for first-touch page faults; leave it out of the rate when we can.
   const double tokens_per_second =
-      run.steps > 1 ? tokens_per_step * static_cast<double>(run.steps - 1) / seconds_after_first_step
-                    : tokens_per_step / train_seconds;
+      run.steps > 1
+          ? tokens_per_step * static_cast<double>(run.steps - 1) / seconds_after_first_step
+          : tokens_per_step / train_seconds;
 
   nlohmann::json summary;
   summary["final_loss"] = last.loss;
@@ -457,6 +562,8 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
   summary["train_seconds"] = train_seconds;
   summary["wall_seconds"] = run_watch.seconds();
   summary["peak_bytes"] = memory_to_json(memory);
+  summary["zero"] = zero_report_to_json(engine.report(), settings, *comm, bytes_sent_per_step,
+                                        bytes_received_per_step, run_times);
   summary["config"] = run.config_name;
   summary["model"] = run.model_name;
   summary["data"] = source->describe();

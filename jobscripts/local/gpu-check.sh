@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check: builds zerotrain with CUDA (sm_90) and NCCL, then runs the GPU-labelled tests
-# and the NCCL bootstrap on every visible GPU. Meant for one H100/H200 node; under 8 minutes.
+# and the NCCL bootstrap and communicator tests on every visible GPU. Meant for one H100/H200
+# node; under 8 minutes.
 #   jobscripts/local/gpu-check.sh            # build into build-gpu/ and test
 #   ZT_BUILD_DIR=... ZT_CUDA_ARCH=90 jobscripts/local/gpu-check.sh
 set -euo pipefail
@@ -24,6 +25,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 echo "== GPU tests"
 (cd "$build_dir" && ctest -L gpu --output-on-failure --timeout 300)
 if ((gpus >= 2)); then
-  echo "== NCCL bootstrap over $gpus ranks, one per GPU"
+  echo "== NCCL bootstrap and communicator over $gpus ranks, one per GPU"
   mpirun -np "$gpus" --oversubscribe "$build_dir/tests/comm/test_nccl_bootstrap"
+  mpirun -np "$gpus" --oversubscribe "$build_dir/tests/comm/test_nccl_communicator"
 fi

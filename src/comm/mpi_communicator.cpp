@@ -1,97 +1,50 @@
 // SPDX-License-Identifier: Apache-2.0
+// MPI backend. Open MPI advances nonblocking collectives only inside MPI calls, so a
+// collective started before a layer's compute would sit idle until the next wait. With
+// MpiProgress::Thread one thread per communicator starts and tests every collective, which
+// lets reductions and gathers run while the ranks compute; it sleeps between tests so it does
+// not take a core from the compute threads while it waits for slower ranks.
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <functional>
 #include <limits>
+#include <mutex>
+#include <numeric>
 #include <stdexcept>
+#include <thread>
 
 #include "comm/communicator.hpp"
 #include "runtime/error.hpp"
+#include "runtime/log.hpp"
 
 namespace zt::comm {
-
-std::size_t size_of(DataType type) {
-  switch (type) {
-    case DataType::Float32: return 4;
-    case DataType::Float64: return 8;
-    case DataType::Int32: return 4;
-    case DataType::Int64: return 8;
-  }
-  return 0;
-}
-
-const char* collective_name(Collective collective) {
-  switch (collective) {
-    case Collective::AllReduce: return "all_reduce";
-    case Collective::ReduceScatter: return "reduce_scatter";
-    case Collective::AllGather: return "all_gather";
-    case Collective::Broadcast: return "broadcast";
-    case Collective::Barrier: return "barrier";
-  }
-  return "?";
-}
-
-Handle::~Handle() {
-  if (request_ != MPI_REQUEST_NULL) MPI_Wait(&request_, MPI_STATUS_IGNORE);
-}
-
-Handle& Handle::operator=(Handle&& other) noexcept {
-  if (this != &other) {
-    if (request_ != MPI_REQUEST_NULL) MPI_Wait(&request_, MPI_STATUS_IGNORE);
-    request_ = other.request_;
-    other.request_ = MPI_REQUEST_NULL;
-  }
-  return *this;
-}
-
-void Handle::wait() {
-  if (request_ != MPI_REQUEST_NULL) ZT_MPI_CHECK(MPI_Wait(&request_, MPI_STATUS_IGNORE));
-}
-
-bool Handle::test() {
-  if (request_ == MPI_REQUEST_NULL) return true;
-  int done = 0;
-  ZT_MPI_CHECK(MPI_Test(&request_, &done, MPI_STATUS_IGNORE));
-  return done != 0;
-}
-
-void Communicator::count(Collective collective, std::int64_t sent, std::int64_t received) {
-  auto& traffic = traffic_[static_cast<int>(collective)];
-  traffic.bytes_sent += sent;
-  traffic.bytes_received += received;
-  traffic.calls += 1;
-}
-
-Traffic Communicator::total_traffic() const {
-  Traffic total;
-  for (const auto& traffic : traffic_) {
-    total.bytes_sent += traffic.bytes_sent;
-    total.bytes_received += traffic.bytes_received;
-    total.calls += traffic.calls;
-  }
-  return total;
-}
-
-double Communicator::all_reduce_scalar(double value, ReduceOp op) {
-  double result = 0;
-  all_reduce(&value, &result, 1, DataType::Float64, op);
-  return result;
-}
-
 namespace {
 
 MPI_Datatype mpi_type(DataType type) {
   switch (type) {
-    case DataType::Float32: return MPI_FLOAT;
-    case DataType::Float64: return MPI_DOUBLE;
-    case DataType::Int32: return MPI_INT32_T;
-    case DataType::Int64: return MPI_INT64_T;
+    case DataType::Float32:
+      return MPI_FLOAT;
+    case DataType::Float64:
+      return MPI_DOUBLE;
+    case DataType::Int32:
+      return MPI_INT32_T;
+    case DataType::Int64:
+      return MPI_INT64_T;
   }
   return MPI_DATATYPE_NULL;
 }
 
 MPI_Op mpi_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::Sum: return MPI_SUM;
-    case ReduceOp::Max: return MPI_MAX;
-    case ReduceOp::Min: return MPI_MIN;
+    case ReduceOp::Sum:
+      return MPI_SUM;
+    case ReduceOp::Max:
+      return MPI_MAX;
+    case ReduceOp::Min:
+      return MPI_MIN;
   }
   return MPI_OP_NULL;
 }
@@ -99,35 +52,233 @@ MPI_Op mpi_op(ReduceOp op) {
 int checked_count(std::int64_t count) {
   // MPI counts are int; larger messages are the caller's to split into buckets.
   if (count < 0 || count > std::numeric_limits<int>::max())
-    throw std::invalid_argument(runtime::concat("collective of ", count,
-                                                " elements exceeds MPI's int count"));
+    throw std::invalid_argument(
+        runtime::concat("collective of ", count, " elements exceeds MPI's int count"));
   return static_cast<int>(count);
 }
 
+/// Completion of a request waited for in the caller's thread (MpiProgress::Inline).
+class RequestCompletion final : public detail::Completion {
+ public:
+  RequestCompletion(MPI_Request request, std::shared_ptr<const void> arguments)
+      : request_(request), arguments_(std::move(arguments)) {}
+  ~RequestCompletion() override {
+    if (request_ != MPI_REQUEST_NULL) MPI_Wait(&request_, MPI_STATUS_IGNORE);
+  }
+  void wait() override {
+    if (request_ != MPI_REQUEST_NULL) ZT_MPI_CHECK(MPI_Wait(&request_, MPI_STATUS_IGNORE));
+  }
+  bool test() override {
+    if (request_ == MPI_REQUEST_NULL) return true;
+    int done = 0;
+    ZT_MPI_CHECK(MPI_Test(&request_, &done, MPI_STATUS_IGNORE));
+    return done != 0;
+  }
+
+ private:
+  MPI_Request request_;
+  std::shared_ptr<const void> arguments_;  // count arrays MPI reads until completion
+};
+
+/// Shared between the progress thread and the Handle.
+struct OperationState {
+  std::mutex mutex;
+  std::condition_variable finished;
+  bool done = false;
+  std::exception_ptr error;
+
+  void complete(std::exception_ptr failure) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      done = true;
+      error = std::move(failure);
+    }
+    finished.notify_all();
+  }
+};
+
+class ThreadCompletion final : public detail::Completion {
+ public:
+  explicit ThreadCompletion(std::shared_ptr<OperationState> state) : state_(std::move(state)) {}
+  void wait() override {
+    std::unique_lock<std::mutex> lock(state_->mutex);
+    state_->finished.wait(lock, [&] { return state_->done; });
+    if (state_->error) std::rethrow_exception(state_->error);
+  }
+  bool test() override {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    return state_->done;
+  }
+
+ private:
+  std::shared_ptr<OperationState> state_;
+};
+
+/// Starts and completes the communicator's collectives in submission order (MPI requires
+/// every rank to start them in the same order), several in flight at once.
+class ProgressThread {
+ public:
+  using Start = std::function<MPI_Request()>;
+
+  ProgressThread() : thread_([this] { run(); }) {}
+  ~ProgressThread() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  ProgressThread(const ProgressThread&) = delete;
+  ProgressThread& operator=(const ProgressThread&) = delete;
+
+  std::unique_ptr<detail::Completion> submit(Start start) {
+    auto state = std::make_shared<OperationState>();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back(Queued{std::move(start), state});
+    }
+    wake_.notify_one();
+    return std::make_unique<ThreadCompletion>(std::move(state));
+  }
+
+  double busy_seconds() const { return busy_nanoseconds_.load() * 1e-9; }
+
+ private:
+  struct Queued {
+    Start start;
+    std::shared_ptr<OperationState> state;
+  };
+
+  void run() {
+    std::vector<MPI_Request> requests;
+    std::vector<std::shared_ptr<OperationState>> states;
+    std::vector<Start> started;  // their captures (count arrays) must outlive the requests
+    std::vector<int> indices;
+    int idle_polls = 0;
+    auto busy_since = std::chrono::steady_clock::now();
+    for (;;) {
+      std::deque<Queued> starting;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        if (requests.empty()) wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+        if (requests.empty() && queue_.empty() && stopping_) return;
+        starting.swap(queue_);
+      }
+      if (requests.empty() && !starting.empty()) busy_since = std::chrono::steady_clock::now();
+      for (auto& queued : starting) {
+        try {
+          requests.push_back(queued.start());
+          states.push_back(std::move(queued.state));
+          started.push_back(std::move(queued.start));
+        } catch (...) {
+          queued.state->complete(std::current_exception());
+        }
+      }
+      if (requests.empty()) continue;
+
+      int completed = 0;
+      indices.resize(requests.size());
+      const int code = MPI_Testsome(static_cast<int>(requests.size()), requests.data(), &completed,
+                                    indices.data(), MPI_STATUSES_IGNORE);
+      if (code != MPI_SUCCESS) {
+        // The whole batch is suspect; report the error to everyone waiting on it.
+        std::exception_ptr failure;
+        try {
+          ZT_MPI_CHECK(code);
+        } catch (...) {
+          failure = std::current_exception();
+        }
+        add_busy_time(busy_since);
+        for (auto& state : states) state->complete(failure);
+        requests.clear();
+        states.clear();
+        started.clear();
+      } else if (completed > 0 && completed != MPI_UNDEFINED) {
+        std::vector<std::shared_ptr<OperationState>> finished;
+        for (int i = 0; i < completed; ++i)
+          finished.push_back(std::move(states[static_cast<std::size_t>(indices[i])]));
+        std::size_t kept = 0;
+        for (std::size_t i = 0; i < requests.size(); ++i) {
+          if (requests[i] == MPI_REQUEST_NULL) continue;
+          requests[kept] = requests[i];
+          states[kept] = std::move(states[i]);
+          started[kept] = std::move(started[i]);
+          ++kept;
+        }
+        requests.resize(kept);
+        states.resize(kept);
+        started.resize(kept);
+        idle_polls = 0;
+        // Count the busy time before anyone waiting learns of the completion.
+        if (requests.empty()) add_busy_time(busy_since);
+        for (auto& state : finished) state->complete(nullptr);
+      } else {
+        // Spin briefly (shared-memory steps take microseconds), then back off so a rank
+        // waiting for a slower one leaves the core to compute.
+        ++idle_polls;
+        if (idle_polls > 64)
+          std::this_thread::sleep_for(std::chrono::microseconds(idle_polls > 256 ? 200 : 20));
+      }
+    }
+  }
+
+  void add_busy_time(std::chrono::steady_clock::time_point since) {
+    busy_nanoseconds_ += std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::steady_clock::now() - since)
+                             .count();
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Queued> queue_;
+  bool stopping_ = false;
+  std::atomic<std::int64_t> busy_nanoseconds_{0};
+  std::thread thread_;  // last: starts after the members it uses exist
+};
+
 class MpiCommunicator final : public Communicator {
  public:
-  explicit MpiCommunicator(MPI_Comm parent) {
+  MpiCommunicator(MPI_Comm parent, MpiProgress progress) {
     ZT_MPI_CHECK(MPI_Comm_dup(parent, &comm_));
     MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN);
     ZT_MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
     ZT_MPI_CHECK(MPI_Comm_size(comm_, &size_));
+    if (progress == MpiProgress::Thread) {
+      int level = MPI_THREAD_SINGLE;
+      ZT_MPI_CHECK(MPI_Query_thread(&level));
+      if (level >= MPI_THREAD_MULTIPLE) {
+        progress_ = std::make_unique<ProgressThread>();
+      } else {
+        runtime::warn_once(
+            "MPI does not provide MPI_THREAD_MULTIPLE: collectives progress only while a rank "
+            "waits for them, so overlap_comm hides no communication");
+      }
+    }
   }
   ~MpiCommunicator() override {
+    progress_.reset();  // completes what is in flight
     if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
   }
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  const char* backend_name() const override { return "MPI"; }
+  bool progresses_asynchronously() const override { return progress_ != nullptr; }
+  double busy_seconds() const override {
+    return progress_ != nullptr ? progress_->busy_seconds() : 0.0;
+  }
 
   Handle all_reduce_async(const void* send, void* recv, std::int64_t count, DataType type,
                           ReduceOp op) override {
     const std::int64_t bytes = count * static_cast<std::int64_t>(size_of(type));
     const std::int64_t moved = size_ > 1 ? 2 * bytes * (size_ - 1) / size_ : 0;
     this->count(Collective::AllReduce, moved, moved);
-    MPI_Request request = MPI_REQUEST_NULL;
-    ZT_MPI_CHECK(MPI_Iallreduce(send == recv ? MPI_IN_PLACE : send, recv, checked_count(count),
-                                mpi_type(type), mpi_op(op), comm_, &request));
-    return Handle(request);
+    const int n = checked_count(count);
+    const void* source = send == recv ? MPI_IN_PLACE : send;
+    return start([=](MPI_Request* request) {
+      return MPI_Iallreduce(source, recv, n, mpi_type(type), mpi_op(op), comm_, request);
+    });
   }
 
   Handle reduce_scatter_async(const void* send, void* recv, std::int64_t count_per_rank,
@@ -135,11 +286,11 @@ class MpiCommunicator final : public Communicator {
     const std::int64_t bytes = count_per_rank * size_ * static_cast<std::int64_t>(size_of(type));
     const std::int64_t moved = bytes * (size_ - 1) / size_;
     this->count(Collective::ReduceScatter, moved, moved);
-    MPI_Request request = MPI_REQUEST_NULL;
-    ZT_MPI_CHECK(MPI_Ireduce_scatter_block(send == recv ? MPI_IN_PLACE : send, recv,
-                                           checked_count(count_per_rank), mpi_type(type),
-                                           mpi_op(op), comm_, &request));
-    return Handle(request);
+    const int n = checked_count(count_per_rank);
+    const void* source = send == recv ? MPI_IN_PLACE : send;
+    return start([=](MPI_Request* request) {
+      return MPI_Ireduce_scatter_block(source, recv, n, mpi_type(type), mpi_op(op), comm_, request);
+    });
   }
 
   Handle all_gather_async(const void* send, void* recv, std::int64_t count_per_rank,
@@ -147,39 +298,112 @@ class MpiCommunicator final : public Communicator {
     const std::int64_t bytes = count_per_rank * size_ * static_cast<std::int64_t>(size_of(type));
     const std::int64_t moved = bytes * (size_ - 1) / size_;
     this->count(Collective::AllGather, moved, moved);
-    MPI_Request request = MPI_REQUEST_NULL;
+    const int n = checked_count(count_per_rank);
     // In place when the caller's contribution already sits at its slot of recv.
     const bool in_place =
         send == static_cast<const char*>(recv) + rank_ * count_per_rank * size_of(type);
-    ZT_MPI_CHECK(MPI_Iallgather(in_place ? MPI_IN_PLACE : send, checked_count(count_per_rank),
-                                mpi_type(type), recv, checked_count(count_per_rank),
-                                mpi_type(type), comm_, &request));
-    return Handle(request);
+    const void* source = in_place ? MPI_IN_PLACE : send;
+    return start([=](MPI_Request* request) {
+      return MPI_Iallgather(source, n, mpi_type(type), recv, n, mpi_type(type), comm_, request);
+    });
   }
 
   Handle broadcast_async(void* buffer, std::int64_t count, DataType type, int root) override {
     const std::int64_t bytes = count * static_cast<std::int64_t>(size_of(type));
-    if (size_ > 1) this->count(Collective::Broadcast, rank_ == root ? bytes : 0, rank_ == root ? 0 : bytes);
-    MPI_Request request = MPI_REQUEST_NULL;
-    ZT_MPI_CHECK(MPI_Ibcast(buffer, checked_count(count), mpi_type(type), root, comm_, &request));
-    return Handle(request);
+    if (size_ > 1)
+      this->count(Collective::Broadcast, rank_ == root ? bytes : 0, rank_ == root ? 0 : bytes);
+    const int n = checked_count(count);
+    return start([=](MPI_Request* request) {
+      return MPI_Ibcast(buffer, n, mpi_type(type), root, comm_, request);
+    });
+  }
+
+  Handle reduce_scatter_v_async(const void* send, void* recv,
+                                const std::vector<std::int64_t>& counts, DataType type,
+                                ReduceOp op) override {
+    auto layout = std::make_shared<VLayout>(v_layout(counts));
+    const std::int64_t own = counts[static_cast<std::size_t>(rank_)];
+    const std::int64_t moved = (layout->total - own) * static_cast<std::int64_t>(size_of(type));
+    this->count(Collective::ReduceScatter, size_ > 1 ? moved : 0, size_ > 1 ? moved : 0);
+    return start(
+        [=](MPI_Request* request) {
+          return MPI_Ireduce_scatter(send, recv, layout->counts.data(), mpi_type(type), mpi_op(op),
+                                     comm_, request);
+        },
+        layout);
+  }
+
+  Handle all_gather_v_async(const void* send, void* recv, const std::vector<std::int64_t>& counts,
+                            DataType type) override {
+    auto layout = std::make_shared<VLayout>(v_layout(counts));
+    const std::int64_t own = counts[static_cast<std::size_t>(rank_)];
+    const std::int64_t moved = (layout->total - own) * static_cast<std::int64_t>(size_of(type));
+    this->count(Collective::AllGather, size_ > 1 ? moved : 0, size_ > 1 ? moved : 0);
+    const bool in_place = send == static_cast<const char*>(recv) +
+                                      static_cast<std::size_t>(
+                                          layout->displacements[static_cast<std::size_t>(rank_)]) *
+                                          size_of(type);
+    const void* source = in_place ? MPI_IN_PLACE : send;
+    const int own_count = checked_count(own);
+    return start(
+        [=](MPI_Request* request) {
+          return MPI_Iallgatherv(source, own_count, mpi_type(type), recv, layout->counts.data(),
+                                 layout->displacements.data(), mpi_type(type), comm_, request);
+        },
+        layout);
   }
 
   void barrier() override {
     this->count(Collective::Barrier, 0, 0);
-    ZT_MPI_CHECK(MPI_Barrier(comm_));
+    start([=](MPI_Request* request) { return MPI_Ibarrier(comm_, request); }).wait();
   }
 
  private:
+  struct VLayout {
+    std::vector<int> counts;
+    std::vector<int> displacements;
+    std::int64_t total = 0;
+  };
+
+  VLayout v_layout(const std::vector<std::int64_t>& counts) const {
+    if (counts.size() != static_cast<std::size_t>(size_))
+      throw std::invalid_argument(
+          runtime::concat("v collective: ", counts.size(), " counts for ", size_, " ranks"));
+    VLayout layout;
+    for (const std::int64_t count : counts) {
+      layout.counts.push_back(checked_count(count));
+      layout.displacements.push_back(checked_count(layout.total));
+      layout.total += count;
+    }
+    checked_count(layout.total);
+    return layout;
+  }
+
+  /// Runs `call` (which starts a nonblocking collective) on the progress thread, or here.
+  template <class Call>
+  Handle start(Call call, std::shared_ptr<const void> arguments = nullptr) {
+    if (progress_ != nullptr) {
+      return Handle(progress_->submit([call]() {
+        MPI_Request request = MPI_REQUEST_NULL;
+        ZT_MPI_CHECK(call(&request));
+        return request;
+      }));
+    }
+    MPI_Request request = MPI_REQUEST_NULL;
+    ZT_MPI_CHECK(call(&request));
+    return Handle(std::make_unique<RequestCompletion>(request, std::move(arguments)));
+  }
+
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
+  std::unique_ptr<ProgressThread> progress_;
 };
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm parent) {
-  return std::make_unique<MpiCommunicator>(parent);
+std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm parent, MpiProgress progress) {
+  return std::make_unique<MpiCommunicator>(parent, progress);
 }
 
 }  // namespace zt::comm

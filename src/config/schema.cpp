@@ -432,7 +432,7 @@ std::vector<KeySpec> build_table() {
                     "'cpu_offload_param'; better use 'offload_param'"),
       K("zero_optimization.ignore_unused_parameters", kBool, "true").honoured(),
       K("zero_optimization.legacy_stage1", kBool, "false").default_only(),
-      K("zero_optimization.round_robin_gradients", kBool, "false").honoured(),
+      K("zero_optimization.round_robin_gradients", kBool, "false").default_only(),
       K("zero_optimization.zero_hpz_partition_size", kInt, "1").at_least(0).default_only(),
       K("zero_optimization.zero_quantized_weights", kBool, "false").default_only(),
       K("zero_optimization.zero_quantized_nontrainable_weights", kBool, "false").default_only(),

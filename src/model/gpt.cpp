@@ -266,6 +266,10 @@ void Gpt::backward(const ParamTable& params, const GradTable& grads, float loss_
     // qkv = ln1 Wqkv^T + bqkv
     gemm(true, false, 3 * C, C, BT, 1.0f, d_qkv, 3 * C, ln1, C, 1.0f, g(kAttnQkvWeight), C);
     kh::bias_backward(d_qkv, BT, 3 * C, g(kAttnQkvBias));
+    // Softmax ignores a shift of a query's scores, so the key bias has exactly zero gradient;
+    // the column sums above leave rounding noise there, which Adam would turn into updates that
+    // differ from one world size (summation order) to another.
+    kh::set_zero(g(kAttnQkvBias) + C, C);
     gemm(false, false, BT, C, 3 * C, 1.0f, d_qkv, 3 * C, p(kAttnQkvWeight), C, 0.0f, d_ln, C);
     // ln1: d_resid becomes d(x), the previous block's output gradient
     kh::layernorm_backward(d_ln, x, p(kLn1Weight), ln1_stats, ln1_stats + BT, BT, C, d_resid,

@@ -80,7 +80,7 @@ Environment::Environment(int& argc, char**& argv) {
   MPI_Initialized(&initialized);
   if (!initialized) {
     int provided = 0;
-    ZT_MPI_CHECK(MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided));
+    ZT_MPI_CHECK(MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided));
     owns_mpi_ = true;
   }
   // Errors from MPI come back as codes we turn into messages, rather than aborting inside MPI.

@@ -4,13 +4,17 @@
 #include <Kokkos_Core.hpp>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <stdexcept>
 #include <string>
 
+#include "memory/format.hpp"
 #include "optim/gradient_clipping.hpp"
 #include "runtime/error.hpp"
 #include "runtime/timer.hpp"
+#include "zero/gradient_reducer.hpp"
+#include "zero/parameter_coordinator.hpp"
 
 namespace zt::zero {
 
@@ -19,6 +23,9 @@ PhaseTimes& PhaseTimes::operator+=(const PhaseTimes& other) {
   backward += other.backward;
   reduction += other.reduction;
   optimizer += other.optimizer;
+  gather += other.gather;
+  communication += other.communication;
+  exposed += other.exposed;
   total += other.total;
   return *this;
 }
@@ -32,107 +39,428 @@ std::vector<FlatEntry> entries_of(const model::Gpt& model) {
   return entries;
 }
 
+std::vector<std::vector<int>> layer_parameters(const model::Gpt& model) {
+  std::vector<std::vector<int>> layers;
+  for (int layer = 0; layer < model.num_layers_with_hooks(); ++layer)
+    layers.push_back(model.parameters_of_layer(layer));
+  return layers;
+}
+
 void fill_zero(float* values, std::int64_t n) {
   Kokkos::parallel_for(
       "zt::zero::fill_zero", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, n),
       KOKKOS_LAMBDA(const std::int64_t i) { values[i] = 0.0f; });
 }
 
+std::int64_t clamp_bucket(std::int64_t elements) {
+  // MPI counts are int; a bucket of zero elements would never finish.
+  return std::clamp<std::int64_t>(elements, 1, INT_MAX / 2);
+}
+
 }  // namespace
 
+/// Routes the model's per-layer hooks to the parameter coordinator (stage 3) and the gradient
+/// reducer (stages 2-3 always, stage 1 in the last micro-step with overlap_comm).
+class Engine::Hooks final : public model::LayerHooks {
+ public:
+  explicit Hooks(Engine& engine) : engine_(engine) {}
+  bool reduce_in_backward = false;
+
+  void before_forward(int layer) override {
+    if (engine_.coordinator_)
+      engine_.coordinator_->before_layer(layer, false, engine_.param_table_);
+  }
+  void after_forward(int layer) override {
+    if (engine_.coordinator_) engine_.coordinator_->after_layer(layer, false);
+  }
+  void before_backward(int layer) override {
+    if (engine_.coordinator_) engine_.coordinator_->before_layer(layer, true, engine_.param_table_);
+    if (reduce_in_backward) engine_.reducer_->before_backward(layer, engine_.grad_table_);
+  }
+  void after_backward(int layer) override {
+    if (reduce_in_backward) engine_.reducer_->after_backward(layer);
+    if (engine_.coordinator_) engine_.coordinator_->after_layer(layer, true);
+  }
+
+ private:
+  Engine& engine_;
+};
+
 Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings& settings)
-    : model_(model), comm_(comm), settings_(settings), layout_(entries_of(model), comm.size()) {
-  if (settings_.stage != 0)
-    throw runtime::UserError(runtime::concat("not supported yet: zero_optimization.stage ",
-                                             settings_.stage, " (this release trains at stage 0)"));
+    : model_(model),
+      comm_(comm),
+      settings_(settings),
+      layout_(entries_of(model), comm.size()),
+      layers_(build_layer_map(layout_, layer_parameters(model))),
+      slice_begin_(layout_.slice_begin(comm.rank())) {
+  if (settings_.stage < 0 || settings_.stage > 3)
+    throw runtime::UserError(
+        runtime::concat("zero_optimization.stage must be 0, 1, 2 or 3, not ", settings_.stage));
   if (settings_.micro_batch < 1 || settings_.gradient_accumulation_steps < 1 ||
       settings_.seq_len < 1)
     throw std::invalid_argument("engine: micro batch, accumulation steps and seq_len must be >= 1");
+  settings_.reduce_bucket_size = clamp_bucket(settings_.reduce_bucket_size);
+  settings_.allgather_bucket_size = clamp_bucket(settings_.allgather_bucket_size);
+  settings_.sub_group_size = std::max<std::int64_t>(1, settings_.sub_group_size);
 
   const std::int64_t n = layout_.padded_elements();
-  params_ = memory::TrackedBuffer<float>(n, memory::Place::Device, memory::Kind::Parameters);
-  grads_ = memory::TrackedBuffer<float>(n, memory::Place::Device, memory::Kind::Gradients);
-  const auto& parameters = model_.parameters();
-  for (std::size_t p = 0; p < parameters.size(); ++p) {
-    const auto& entry = layout_.entries()[p];
-    model::init_parameter_range(parameters[p], static_cast<int>(p), settings_.seed, 0,
-                                entry.numel, params_.data() + entry.offset);
-    param_table_.push_back(params_.data() + entry.offset);
-    grad_table_.push_back(grads_.data() + entry.offset);
-    segments_.push_back(optim::TensorSegment{entry.offset, entry.numel,
-                                             static_cast<std::int64_t>(p), true});
+  const std::int64_t slice = layout_.slice_elements();
+  const int stage = settings_.stage;
+  const std::size_t count = model_.parameters().size();
+  param_table_.assign(count, nullptr);
+  grad_table_.assign(count, nullptr);
+
+  try {
+    allocate_model_states();
+  } catch (const memory::OutOfMemory& error) {
+    throw memory::OutOfMemory(runtime::concat(model_state_summary(), ": ", error.what()));
   }
-  // Stage 0: every rank steps the whole model (DeepSpeed keeps the optimizer unpartitioned).
-  optimizer_ = optim::make_optimizer(settings_.optimizer, n);
+  initialise_parameters();
+
+  for (std::size_t p = 0; p < count; ++p) {
+    const auto& entry = layout_.entries()[p];
+    if (stage < 3) param_table_[p] = params_full_.data() + entry.offset;
+    if (stage < 2) grad_table_[p] = grads_full_.data() + entry.offset;
+  }
+
+  // The optimizer sees the whole buffer at stage 0 and this rank's slice from stage 1 on.
+  const std::int64_t step_begin = stage == 0 ? 0 : slice_begin_;
+  const std::int64_t step_end = stage == 0 ? n : slice_begin_ + slice;
+  for (const auto& piece : layout_.pieces_in(step_begin, step_end)) {
+    const auto& entry = layout_.entries()[static_cast<std::size_t>(piece.entry)];
+    segments_.push_back(optim::TensorSegment{piece.global_offset - step_begin, piece.length,
+                                             piece.entry, piece.length == entry.numel});
+  }
+  try {
+    optimizer_ = optim::make_optimizer(settings_.optimizer, step_end - step_begin);
+  } catch (const memory::OutOfMemory& error) {
+    throw memory::OutOfMemory(runtime::concat(model_state_summary(), ": ", error.what()));
+  }
   schedule_ = optim::make_schedule(settings_.schedule, settings_.optimizer.lr);
 
+  if (stage >= 1) {
+    ReducerSettings reducer;
+    reducer.bucket_elements = settings_.reduce_bucket_size;
+    reducer.overlap_comm = settings_.overlap_comm;
+    reducer.contiguous_gradients = settings_.contiguous_gradients;
+    reducer.reduce_scatter = settings_.reduce_scatter;
+    reducer.average = settings_.average_gradients;
+    reducer_ = std::make_unique<GradientReducer>(
+        stage == 1 ? GradientReducer::Source::FullBuffer : GradientReducer::Source::Windows,
+        layout_, layers_, comm_, reducer, stage == 1 ? grads_full_.data() : nullptr,
+        grads_slice_.data());
+  }
+  if (stage == 3) {
+    CoordinatorSettings coordinator;
+    coordinator.prefetch_bucket_size = settings_.prefetch_bucket_size;
+    coordinator.param_persistence_threshold = settings_.param_persistence_threshold;
+    coordinator.model_persistence_threshold = settings_.model_persistence_threshold;
+    const std::int64_t limit = memory::Tracker::instance().device_limit();
+    if (limit > 0) {
+      // Persistent parameters are replicated: under a cap they must leave room for the
+      // gathered layers, landing windows and activations. Every rank must agree on the set.
+      const double room = static_cast<double>(
+          limit - memory::Tracker::instance().total(memory::Place::Device).current);
+      const double budget = comm_.all_reduce_scalar(
+          std::max(0.0, room * settings_.persistent_share_of_free_device_memory / 4.0),
+          comm::ReduceOp::Min);
+      if (budget < static_cast<double>(coordinator.model_persistence_threshold)) {
+        coordinator.model_persistence_threshold = static_cast<std::int64_t>(budget);
+        persistence_limited_ = true;
+      }
+    }
+    coordinator.max_live_parameters = settings_.max_live_parameters;
+    coordinator.max_reuse_distance = settings_.max_reuse_distance;
+    coordinator_ = std::make_unique<ParameterCoordinator>(layout_, layers_, comm_, coordinator,
+                                                          params_slice_.data());
+    coordinator_->refresh_persistent();
+    reducer_->set_memory_relief([this] { return coordinator_->release_one_cached(); });
+  }
+  hooks_ = std::make_unique<Hooks>(*this);
+
   const std::int64_t tokens = static_cast<std::int64_t>(settings_.micro_batch) * settings_.seq_len;
-  inputs_ = memory::TrackedBuffer<std::int32_t>(tokens, memory::Place::Host, memory::Kind::Activations);
-  targets_ = memory::TrackedBuffer<std::int32_t>(tokens, memory::Place::Host, memory::Kind::Activations);
+  inputs_ = memory::TrackedBuffer<std::int32_t>(static_cast<std::size_t>(tokens),
+                                                memory::Place::Host, memory::Kind::Activations);
+  targets_ = memory::TrackedBuffer<std::int32_t>(static_cast<std::size_t>(tokens),
+                                                 memory::Place::Host, memory::Kind::Activations);
 }
 
-void Engine::reduce_gradients() {
+Engine::~Engine() = default;
+
+void Engine::allocate_model_states() {
+  const std::int64_t n = layout_.padded_elements();
+  const std::int64_t slice = layout_.slice_elements();
+  const int stage = settings_.stage;
+  if (stage < 3)
+    params_full_ = memory::TrackedBuffer<float>(static_cast<std::size_t>(n), memory::Place::Device,
+                                                memory::Kind::Parameters);
+  else
+    params_slice_ = memory::TrackedBuffer<float>(static_cast<std::size_t>(slice),
+                                                 memory::Place::Device, memory::Kind::Parameters);
+  if (stage < 2)
+    grads_full_ = memory::TrackedBuffer<float>(static_cast<std::size_t>(n), memory::Place::Device,
+                                               memory::Kind::Gradients);
+  if (stage >= 1)
+    grads_slice_ = memory::TrackedBuffer<float>(static_cast<std::size_t>(slice),
+                                                memory::Place::Device, memory::Kind::Gradients);
+}
+
+std::string Engine::model_state_summary() const {
+  // fp32 model states per rank (bytes per element: parameters 4, gradients 4, Adam moments 8),
+  // without buckets, gathered layers and activations.
+  const double n = static_cast<double>(layout_.padded_elements());
+  const double ranks = comm_.size();
+  auto per_rank = [&](int stage) {
+    const double parameters = stage == 3 ? 4 * n / ranks : 4 * n;
+    const double gradients = stage == 0   ? 4 * n
+                             : stage == 1 ? 4 * n + 4 * n / ranks
+                                          : 4 * n / ranks;
+    const double states = stage == 0 ? 8 * n : 8 * n / ranks;
+    return static_cast<std::int64_t>(parameters + gradients + states);
+  };
+  std::string text = runtime::concat(
+      "ZeRO stage ", settings_.stage, " on ", comm_.size(), " ranks keeps ",
+      memory::format_bytes(per_rank(settings_.stage)), " of fp32 model states per rank for ",
+      layout_.unpadded_elements(), " parameters");
+  if (settings_.stage < 3)
+    text += runtime::concat(" (stage 3 would keep ", memory::format_bytes(per_rank(3)), ")");
+  return text;
+}
+
+void Engine::initialise_parameters() {
+  const auto& parameters = model_.parameters();
+  if (settings_.stage < 3) {
+    for (std::size_t p = 0; p < parameters.size(); ++p) {
+      const auto& entry = layout_.entries()[p];
+      model::init_parameter_range(parameters[p], static_cast<int>(p), settings_.seed, 0,
+                                  entry.numel, params_full_.data() + entry.offset);
+    }
+    return;
+  }
+  // zero_init: each rank initialises only the elements of its slice.
+  for (const auto& piece :
+       layout_.pieces_in(slice_begin_, slice_begin_ + layout_.slice_elements())) {
+    model::init_parameter_range(parameters[static_cast<std::size_t>(piece.entry)], piece.entry,
+                                settings_.seed, piece.offset_in_entry,
+                                piece.offset_in_entry + piece.length,
+                                params_slice_.data() + (piece.global_offset - slice_begin_));
+  }
+}
+
+float* Engine::slice_parameters() {
+  if (settings_.stage == 3) return params_slice_.data();
+  if (settings_.stage == 0) return params_full_.data();
+  return params_full_.data() + slice_begin_;
+}
+
+void Engine::reduce_gradients_stage0() {
   if (comm_.size() == 1) return;
   const std::int64_t n = layout_.padded_elements();
-  // Buckets bound the size of one MPI message (and MPI's int count).
-  const std::int64_t bucket =
-      std::clamp<std::int64_t>(settings_.reduce_bucket_size, 1 << 16, 1 << 30);
   std::vector<comm::Handle> pending;
-  for (std::int64_t begin = 0; begin < n; begin += bucket) {
-    const std::int64_t count = std::min(bucket, n - begin);
-    pending.push_back(comm_.all_reduce_async(grads_.data() + begin, grads_.data() + begin, count,
-                                             comm::DataType::Float32, comm::ReduceOp::Sum));
+  for (std::int64_t begin = 0; begin < n; begin += settings_.reduce_bucket_size) {
+    const std::int64_t count = std::min(settings_.reduce_bucket_size, n - begin);
+    pending.push_back(comm_.all_reduce_async(grads_full_.data() + begin, grads_full_.data() + begin,
+                                             count, comm::DataType::Float32, comm::ReduceOp::Sum));
   }
   for (auto& handle : pending) handle.wait();
-  if (settings_.average_gradients) optim::scale(grads_.data(), n, 1.0f / comm_.size());
+  if (settings_.average_gradients) optim::scale(grads_full_.data(), n, 1.0f / comm_.size());
 }
 
 double Engine::clip_gradients(bool& clipped) {
-  // Stage 0: every rank holds the whole reduced gradient, so the norm needs no communication.
-  const std::int64_t n = layout_.padded_elements();
-  const double norm =
-      optim::global_norm_from_sum_of_squares(optim::sum_of_squares(grads_.data(), n));
+  double sum_of_squares = 0;
+  float* grads = nullptr;
+  std::int64_t n = 0;
+  if (settings_.stage == 0) {
+    // Every rank holds the whole reduced gradient: the norm needs no communication.
+    grads = grads_full_.data();
+    n = layout_.padded_elements();
+    sum_of_squares = optim::sum_of_squares(grads, n);
+  } else {
+    grads = grads_slice_.data();
+    n = layout_.slice_elements();
+    sum_of_squares = comm_.all_reduce_scalar(optim::sum_of_squares(grads, n), comm::ReduceOp::Sum);
+  }
+  const double norm = optim::global_norm_from_sum_of_squares(sum_of_squares);
   const double coefficient = optim::clip_coefficient(norm, settings_.gradient_clipping);
   clipped = coefficient < 1.0;
-  if (clipped) optim::scale(grads_.data(), n, static_cast<float>(coefficient));
+  if (clipped) optim::scale(grads, n, static_cast<float>(coefficient));
   return norm;
+}
+
+void Engine::optimizer_step(const optim::StepHyper& hyper) {
+  float* params = slice_parameters();
+  const float* grads = settings_.stage == 0 ? grads_full_.data() : grads_slice_.data();
+  const std::int64_t n = optimizer_->slice_elements();
+  const std::int64_t piece = settings_.sub_group_size;
+  optimizer_->begin_step(segments_, hyper);
+  for (std::int64_t begin = 0; begin < n; begin += piece) {
+    const std::int64_t end = std::min(n, begin + piece);
+    optimizer_->update_range(params + begin, grads + begin, begin, end);
+  }
+  if (!optimizer_->needs_tensor_norms()) return;
+  if (settings_.stage > 0 && comm_.size() > 1) {
+    // LAMB's trust ratio needs whole-tensor norms; tensors cut by slice boundaries have
+    // partial sums on several ranks. Every rank joins, whether or not its slice cuts one.
+    auto& sums = optimizer_->tensor_norm_sums();
+    const auto tensors = static_cast<std::int64_t>(layout_.entries().size());
+    auto packed = optim::pack_split_norm_sums(sums, tensors);
+    comm_.all_reduce(packed.data(), packed.data(), static_cast<std::int64_t>(packed.size()),
+                     comm::DataType::Float64, comm::ReduceOp::Sum);
+    optim::unpack_split_norm_sums(packed, sums);
+  }
+  for (std::int64_t begin = 0; begin < n; begin += piece)
+    optimizer_->finish_range(params + begin, begin, std::min(n, begin + piece));
+}
+
+void Engine::all_gather_parameters() {
+  // Stages 1-2: every rank updated its slice of the full parameters; share them.
+  const std::int64_t n = layout_.padded_elements();
+  const std::int64_t slice = layout_.slice_elements();
+  std::vector<comm::Handle> pending;
+  for (std::int64_t begin = 0; begin < n; begin += settings_.allgather_bucket_size) {
+    const std::int64_t end = std::min(n, begin + settings_.allgather_bucket_size);
+    const std::int64_t mine = std::clamp(slice_begin_, begin, end);
+    pending.push_back(comm_.all_gather_v_async(
+        params_full_.data() + mine, params_full_.data() + begin,
+        comm::split_range_by_rank(begin, end, slice, comm_.size()), comm::DataType::Float32));
+  }
+  for (auto& handle : pending) handle.wait();
 }
 
 StepResult Engine::train_step(const BatchFiller& fill) {
   runtime::Stopwatch step_watch;
   StepResult result;
+  const auto traffic_before = comm_.total_traffic();
+  const double busy_before = comm_.busy_seconds();
+  auto reducer_waited = [&] { return reducer_ ? reducer_->exposed_seconds() : 0.0; };
+  auto coordinator_waited = [&] { return coordinator_ ? coordinator_->exposed_seconds() : 0.0; };
+  double waited_in_forward_backward_for_gathers = 0;
+  double waited_in_backward_for_reductions = 0;
+
+  const int stage = settings_.stage;
   const int accumulation = settings_.gradient_accumulation_steps;
   const int B = settings_.micro_batch;
   const int T = settings_.seq_len;
+  const bool use_hooks = stage >= 2 || (stage == 1 && settings_.overlap_comm);
 
-  fill_zero(grads_.data(), layout_.padded_elements());
+  if (stage < 2) fill_zero(grads_full_.data(), layout_.padded_elements());
   double loss_sum = 0;
   for (int micro = 0; micro < accumulation; ++micro) {
+    const bool last = micro + 1 == accumulation;
     fill(micro, inputs_.data(), targets_.data());
+    if (coordinator_) coordinator_->begin_pass();
     {
-      runtime::ScopedTimer timer(result.phases.forward);
-      loss_sum += model_.forward(param_table_, inputs_.data(), targets_.data(), B, T);
+      const double gathered = coordinator_waited();
+      runtime::Stopwatch watch;
+      loss_sum += model_.forward(param_table_, inputs_.data(), targets_.data(), B, T,
+                                 coordinator_ ? hooks_.get() : nullptr);
+      const double gather_wait = coordinator_waited() - gathered;
+      result.phases.forward += watch.seconds() - gather_wait;
+      waited_in_forward_backward_for_gathers += gather_wait;
     }
-    runtime::ScopedTimer timer(result.phases.backward);
-    model_.backward(param_table_, grad_table_, 1.0f / static_cast<float>(accumulation));
+    // Stage 1 reduces once, in the last micro-step; stages 2-3 in every one.
+    const bool reduce_now = stage >= 2 || (stage == 1 && last);
+    hooks_->reduce_in_backward = reduce_now && use_hooks;
+    if (reduce_now && reducer_) reducer_->begin_micro_step(stage >= 2 && micro > 0);
+    {
+      const double gathered = coordinator_waited();
+      const double reduced = reducer_waited();
+      runtime::Stopwatch watch;
+      model_.backward(param_table_, grad_table_, 1.0f / static_cast<float>(accumulation),
+                      use_hooks || coordinator_ ? hooks_.get() : nullptr);
+      const double gather_wait = coordinator_waited() - gathered;
+      const double reduce_wait = reducer_waited() - reduced;
+      result.phases.backward += watch.seconds() - gather_wait - reduce_wait;
+      waited_in_forward_backward_for_gathers += gather_wait;
+      waited_in_backward_for_reductions += reduce_wait;
+    }
+    if (reduce_now && reducer_) {
+      runtime::ScopedTimer timer(result.phases.reduction);
+      if (!use_hooks) reducer_->reduce_everything();
+      reducer_->finish_micro_step();
+    }
   }
+  if (coordinator_) coordinator_->release_all();
   {
     runtime::ScopedTimer timer(result.phases.reduction);
-    reduce_gradients();
-    result.loss = comm_.all_reduce_scalar(loss_sum / accumulation, comm::ReduceOp::Sum) /
-                  comm_.size();
+    if (stage == 0) reduce_gradients_stage0();
+    result.loss =
+        comm_.all_reduce_scalar(loss_sum / accumulation, comm::ReduceOp::Sum) / comm_.size();
   }
   {
     runtime::ScopedTimer timer(result.phases.optimizer);
     result.grad_norm = clip_gradients(result.clipped);
     const auto hyper = optim::step_hyper(*schedule_, settings_.optimizer, applied_steps_ + 1);
-    optimizer_->step(params_.data(), grads_.data(), layout_.padded_elements(), segments_, hyper);
+    optimizer_step(hyper);
     result.lr = hyper.lr;
   }
+  {
+    runtime::ScopedTimer timer(result.phases.gather);
+    if (stage == 1 || stage == 2) all_gather_parameters();
+    if (coordinator_) coordinator_->refresh_persistent();
+  }
+  // Waits inside forward and backward were taken out of those phases; they are communication.
+  result.phases.reduction += waited_in_backward_for_reductions;
+  result.phases.gather += waited_in_forward_backward_for_gathers;
+  result.phases.exposed = result.phases.reduction + result.phases.gather;
   ++applied_steps_;
   result.step = applied_steps_;
   result.phases.total = step_watch.seconds();
+  result.phases.communication = comm_.busy_seconds() - busy_before;
+  const auto traffic_after = comm_.total_traffic();
+  result.bytes_sent = traffic_after.bytes_sent - traffic_before.bytes_sent;
+  result.bytes_received = traffic_after.bytes_received - traffic_before.bytes_received;
   return result;
+}
+
+EngineReport Engine::report() const {
+  EngineReport report;
+  report.stage = settings_.stage;
+  report.parameters = layout_.unpadded_elements();
+  report.padded_elements = layout_.padded_elements();
+  report.slice_elements = layout_.slice_elements();
+  if (reducer_) {
+    report.landing_elements = settings_.stage >= 2 ? reducer_->landing_elements() : 0;
+    report.window_elements = settings_.stage >= 2 ? reducer_->window_elements() : 0;
+  }
+  if (coordinator_) {
+    report.persistent_parameters = coordinator_->persistent_parameters();
+    report.persistent_elements = coordinator_->persistent_elements();
+    report.persistence_limited_by_device_cap = persistence_limited_;
+    report.peak_live_elements = coordinator_->peak_live_elements();
+    report.gathers = coordinator_->gathers();
+    report.prefetches = coordinator_->prefetches();
+  }
+  report.optimizer_state_bytes = optimizer_->state_bytes();
+  report.sub_groups =
+      (optimizer_->slice_elements() + settings_.sub_group_size - 1) / settings_.sub_group_size;
+  return report;
+}
+
+void Engine::gather_parameter(int index, float* out) {
+  const auto& entry = layout_.entries().at(static_cast<std::size_t>(index));
+  if (settings_.stage < 3) {
+    std::copy(params_full_.data() + entry.offset, params_full_.data() + entry.offset + entry.numel,
+              out);
+    return;
+  }
+  const std::int64_t slice = layout_.slice_elements();
+  const std::int64_t send_at = std::clamp(entry.offset, slice_begin_, slice_begin_ + slice);
+  comm_.all_gather_v(
+      params_slice_.data() + (send_at - slice_begin_), out,
+      comm::split_range_by_rank(entry.offset, entry.offset + entry.numel, slice, comm_.size()),
+      comm::DataType::Float32);
+}
+
+std::vector<float> Engine::gather_all_parameters() {
+  std::vector<float> all;
+  all.reserve(static_cast<std::size_t>(layout_.unpadded_elements()));
+  for (std::size_t p = 0; p < layout_.entries().size(); ++p) {
+    std::vector<float> values(static_cast<std::size_t>(layout_.entries()[p].numel));
+    gather_parameter(static_cast<int>(p), values.data());
+    all.insert(all.end(), values.begin(), values.end());
+  }
+  return all;
 }
 
 }  // namespace zt::zero

@@ -1,13 +1,25 @@
 // SPDX-License-Identifier: Apache-2.0
-// The ZeRO training engine: owns the flat parameter, gradient and optimizer buffers of this
-// rank, runs forward/backward over the micro-batches of a step, reduces gradients across
-// ranks, clips, and steps the optimizer. Nothing here reads the config file: the application
-// translates the config into EngineSettings.
+// The ZeRO training engine, stages 0-3 (DESIGN §4). It owns this rank's parameter, gradient
+// and optimizer buffers, runs forward/backward over the micro-batches of a step, reduces
+// gradients across ranks, clips, and steps the optimizer on the rank's slice.
+//
+//   stage  parameters         gradients                      optimizer states
+//   0      full               full, all-reduced              full
+//   1      full               full, reduce-scattered at the  slice
+//                             end of the step into a slice
+//   2      full               slice + landing windows,       slice
+//                             reduce-scattered in backward
+//   3      slice + gathered   as stage 2                     slice
+//          layers (cached)
+//
+// Nothing here reads the config file: the application translates the config into
+// EngineSettings.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "comm/communicator.hpp"
@@ -16,8 +28,12 @@
 #include "optim/lr_schedule.hpp"
 #include "optim/optimizer.hpp"
 #include "zero/flat_layout.hpp"
+#include "zero/layer_map.hpp"
 
 namespace zt::zero {
+
+class GradientReducer;
+class ParameterCoordinator;
 
 struct EngineSettings {
   int stage = 0;
@@ -25,20 +41,38 @@ struct EngineSettings {
   int gradient_accumulation_steps = 1;
   int seq_len = 0;
   double gradient_clipping = 0.0;  // 0 disables
-  /// Elements per gradient all-reduce call (DeepSpeed's reduce_bucket_size counts elements).
+  bool average_gradients = true;   // gradient_allreduce_op "mean"; false: "sum"
+  // zero_optimization, in elements as DeepSpeed counts them.
   std::int64_t reduce_bucket_size = 500'000'000;
-  bool average_gradients = true;  // gradient_allreduce_op "mean"; false: "sum"
+  std::int64_t allgather_bucket_size = 500'000'000;
+  bool overlap_comm = false;
+  bool contiguous_gradients = true;
+  bool reduce_scatter = true;
+  std::int64_t sub_group_size = 1'000'000'000;
+  std::int64_t prefetch_bucket_size = 50'000'000;
+  std::int64_t param_persistence_threshold = 100'000;
+  std::int64_t model_persistence_threshold = INT64_MAX;
+  std::int64_t max_live_parameters = 1'000'000'000;
+  std::int64_t max_reuse_distance = 1'000'000'000;
+  /// Under a device-memory cap, stage 3 keeps at most this share of the room left after its
+  /// slices and states for persistent parameters (DeepSpeed has no cap to respect).
+  double persistent_share_of_free_device_memory = 0.25;
   optim::OptimizerSettings optimizer;
   optim::ScheduleSettings schedule;
   std::uint64_t seed = 42;
 };
 
-/// Seconds spent in each phase of a step (summed over micro-batches) on this rank.
+/// Seconds spent in each phase of a step (summed over micro-batches) on this rank. Compute
+/// phases exclude the time spent waiting for communication inside them, which is counted in
+/// `reduction` (gradients, loss) and `gather` (parameters).
 struct PhaseTimes {
   double forward = 0;
   double backward = 0;
-  double reduction = 0;  // gradient all-reduce, loss reduction
-  double optimizer = 0;  // clipping and the optimizer step
+  double reduction = 0;      // waiting for gradient and loss reductions
+  double optimizer = 0;      // clipping and the optimizer step
+  double gather = 0;         // waiting for parameter gathers (stage 3) and the post-step all-gather
+  double communication = 0;  // time collectives were in flight (busy), hidden or not
+  double exposed = 0;        // time this rank waited for collectives: reduction + gather
   double total = 0;
   PhaseTimes& operator+=(const PhaseTimes& other);
 };
@@ -50,6 +84,26 @@ struct StepResult {
   double lr = 0;          // the learning rate this step used
   bool clipped = false;
   PhaseTimes phases;
+  std::int64_t bytes_sent = 0;  // by this rank during the step (ring volumes, see comm)
+  std::int64_t bytes_received = 0;
+};
+
+/// What the engine holds and did, for banners, summaries and tests.
+struct EngineReport {
+  int stage = 0;
+  std::int64_t parameters = 0;  // sum of numel
+  std::int64_t padded_elements = 0;
+  std::int64_t slice_elements = 0;         // this rank's partition
+  std::int64_t landing_elements = 0;       // stage 2/3 gradient windows and shared-gradient buffers
+  std::int64_t window_elements = 0;        // one landing window
+  std::int64_t persistent_parameters = 0;  // stage 3
+  std::int64_t persistent_elements = 0;
+  bool persistence_limited_by_device_cap = false;
+  std::int64_t peak_live_elements = 0;  // stage 3: most gathered non-persistent elements
+  std::int64_t gathers = 0;
+  std::int64_t prefetches = 0;
+  std::int64_t optimizer_state_bytes = 0;
+  std::int64_t sub_groups = 1;
 };
 
 /// Fills one micro-batch (micro_batch x seq_len inputs and targets) for micro step `micro_step`
@@ -60,36 +114,62 @@ using BatchFiller =
 class Engine {
  public:
   /// Collective: every rank of `comm` constructs its engine with the same settings.
-  /// Parameters are initialised from `settings.seed` independently of the world size.
+  /// Parameters are initialised from `settings.seed` with values that depend only on each
+  /// element's place in its tensor, never on the world size or stage; at stage 3 each rank
+  /// initialises only its slice (no rank ever holds the whole model).
   Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings& settings);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
 
   /// One optimizer step over gradient_accumulation_steps micro-batches. Collective.
   StepResult train_step(const BatchFiller& fill);
 
   const FlatLayout& layout() const { return layout_; }
+  const EngineSettings& settings() const { return settings_; }
   std::int64_t applied_steps() const { return applied_steps_; }
-  /// The full parameters (every stage 0 rank holds them all).
-  const float* parameters() const { return params_.data(); }
-  const model::ParamTable& parameter_table() const { return param_table_; }
+  EngineReport report() const;
+
+  /// Collective: the full values of parameter `index` (registration order) into `out`
+  /// (numel floats) on every rank. Memory proportional to the tensor, not the model.
+  void gather_parameter(int index, float* out);
+  /// Collective: every parameter, back to back in registration order (no padding). For tests
+  /// and small models: it allocates the whole model.
+  std::vector<float> gather_all_parameters();
 
  private:
-  void reduce_gradients();
+  class Hooks;
+  void allocate_model_states();
+  std::string model_state_summary() const;
+  void initialise_parameters();
+  void reduce_gradients_stage0();
   double clip_gradients(bool& clipped);
+  void optimizer_step(const optim::StepHyper& hyper);
+  void all_gather_parameters();
+  float* slice_parameters();
 
   model::Gpt& model_;
   comm::Communicator& comm_;
   EngineSettings settings_;
   FlatLayout layout_;
-  memory::TrackedBuffer<float> params_;
-  memory::TrackedBuffer<float> grads_;
+  LayerMap layers_;
+  std::int64_t slice_begin_ = 0;
+  memory::TrackedBuffer<float> params_full_;   // stages 0-2
+  memory::TrackedBuffer<float> params_slice_;  // stage 3
+  memory::TrackedBuffer<float> grads_full_;    // stages 0-1
+  memory::TrackedBuffer<float> grads_slice_;   // stages 1-3
   model::ParamTable param_table_;
   model::GradTable grad_table_;
   std::vector<optim::TensorSegment> segments_;
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<optim::LrSchedule> schedule_;
+  std::unique_ptr<GradientReducer> reducer_;
+  std::unique_ptr<ParameterCoordinator> coordinator_;
+  std::unique_ptr<Hooks> hooks_;
   memory::TrackedBuffer<std::int32_t> inputs_;
   memory::TrackedBuffer<std::int32_t> targets_;
   std::int64_t applied_steps_ = 0;
+  bool persistence_limited_ = false;
 };
 
 }  // namespace zt::zero

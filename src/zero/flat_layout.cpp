@@ -40,8 +40,8 @@ std::vector<FlatLayout::Piece> FlatLayout::pieces_in(std::int64_t begin, std::in
     const std::int64_t first = std::max(begin, it->offset);
     const std::int64_t last = std::min(end, it->offset + it->numel);
     if (first >= last) continue;
-    pieces.push_back(Piece{static_cast<int>(it - entries_.begin()), first - it->offset,
-                           last - first, first});
+    pieces.push_back(
+        Piece{static_cast<int>(it - entries_.begin()), first - it->offset, last - first, first});
   }
   return pieces;
 }

@@ -5,8 +5,10 @@
 Run by ctest: test_e2e.py --zerotrain PATH --mpiexec PATH TestCase.test_name
 """
 import argparse
+import array
 import json
 import os
+import struct
 import subprocess
 import sys
 import tempfile
@@ -150,9 +152,14 @@ class Errors(unittest.TestCase):
         self.assertIn("train_micro_batch_size_per_gpu", result.stdout)
 
     def test_check_config_refuses_what_train_cannot_run(self):
-        config = os.path.join(HERE, "..", "..", "inputs", "configs", "zero2.json")
-        result = run(["check-config", config, "--world-size", "2"])
-        self.assert_fails(result, "not supported yet: zero_optimization.stage")
+        result = run(["check-config", os.path.join(DATA, "ds_not_supported.json"), "--world-size", "2"])
+        self.assert_fails(result, "not supported yet: zero_optimization.offload_optimizer")
+
+    def test_check_config_accepts_every_zero_stage(self):
+        for stage in (1, 2, 3):
+            config = os.path.join(HERE, "..", "..", "inputs", "configs", f"zero{stage}.json")
+            result = run(["check-config", config, "--world-size", "2"])
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
 
     def test_max_steps_must_agree_with_a_concrete_total(self):
         result = run(["train", "--config", os.path.join(DATA, "ds_stage0_total1000.json"), "--model",
@@ -183,6 +190,189 @@ class Errors(unittest.TestCase):
     def test_config_without_model_is_a_usage_error(self):
         result = run(["train", "--config", os.path.join(DATA, "ds_stage0.json")], ranks=1)
         self.assert_fails(result, "--model")
+
+
+def read_safetensors(path):
+    """{name: (shape, list of floats)} from a safetensors file of F32 tensors (no numpy)."""
+    with open(path, "rb") as handle:
+        length = struct.unpack("<Q", handle.read(8))[0]
+        header = json.loads(handle.read(length))
+        data = handle.read()
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        assert entry["dtype"] == "F32", entry
+        begin, end = entry["data_offsets"]
+        values = array.array("f")
+        values.frombytes(data[begin:end])
+        tensors[name] = (entry["shape"], values)
+    return tensors
+
+
+def zero_config(workdir, stage, accumulation=1, **zero):
+    """ds_stage0.json with another ZeRO stage, accumulation and zero_optimization keys."""
+    with open(os.path.join(DATA, "ds_stage0.json")) as handle:
+        config = json.load(handle)
+    config["gradient_accumulation_steps"] = accumulation
+    config["zero_optimization"] = dict({"stage": stage}, **zero)
+    path = os.path.join(workdir, f"zero{stage}_gas{accumulation}_{len(os.listdir(workdir))}.json")
+    with open(path, "w") as handle:
+        json.dump(config, handle)
+    return path
+
+
+def train_config(workdir, config, ranks, steps, extra=(), model=None):
+    tag = f"{os.path.basename(config)}_np{ranks}"
+    summary = os.path.join(workdir, f"summary_{tag}.json")
+    weights = os.path.join(workdir, f"weights_{tag}.safetensors")
+    result = run(["train", "--config", config, "--model", model or os.path.join(DATA, "tiny_model.yaml"),
+                  "--steps", str(steps), "--seed", "7", "--summary-json", summary,
+                  "--save-weights", weights, "--output-dir", os.path.join(workdir, "out")]
+                 + list(extra), ranks=ranks, cwd=workdir)
+    if result.returncode != 0:
+        raise AssertionError(f"zerotrain failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    with open(summary) as handle:
+        return json.load(handle), read_safetensors(weights), result.stdout
+
+
+# Settings that make every stage cut tensors into several buckets and gathers.
+SMALL_BUCKETS = {"reduce_bucket_size": 3000, "allgather_bucket_size": 2000,
+                 "stage3_param_persistence_threshold": 0, "stage3_prefetch_bucket_size": 4000,
+                 "sub_group_size": 5000}
+
+
+class ZeroStages(unittest.TestCase):
+    STEPS = 50
+
+    def assert_same_run(self, reference, other, label):
+        ref_summary, ref_weights, _ = reference
+        summary, weights, _ = other
+        for step, (a, b) in enumerate(zip(ref_summary["losses"], summary["losses"])):
+            self.assertLessEqual(abs(a - b), 1e-5 * abs(a), f"{label}: step {step + 1}: {b} vs {a}")
+        self.assertEqual(len(summary["losses"]), len(ref_summary["losses"]))
+        self.assertEqual(sorted(weights), sorted(ref_weights))
+        largest = max(abs(v) for _, values in ref_weights.values() for v in values)
+        for name, (shape, values) in ref_weights.items():
+            other_shape, other_values = weights[name]
+            self.assertEqual(shape, other_shape, name)
+            error = max(abs(a - b) for a, b in zip(values, other_values))
+            self.assertLessEqual(error, 1e-5 * largest, f"{label}: {name} differs by {error}")
+
+    def check_stage(self, stage):
+        # The issue's check: stage S at 1, 2 and 4 ranks, accumulation 1 and 2, same global batch
+        # and seed, 50 steps, against stage 0 on one rank.
+        with tempfile.TemporaryDirectory() as workdir:
+            reference = train_config(workdir, zero_config(workdir, 0), 1, self.STEPS)
+            self.assertLess(reference[0]["losses"][-1], reference[0]["losses"][0])
+            for ranks in (1, 2, 4):
+                for accumulation in (1, 2):
+                    config = zero_config(workdir, stage, accumulation, **SMALL_BUCKETS)
+                    run_result = train_config(workdir, config, ranks, self.STEPS)
+                    self.assertEqual(run_result[0]["zero_stage"], stage)
+                    self.assert_same_run(reference, run_result,
+                                         f"stage {stage}, np {ranks}, accumulation {accumulation}")
+
+    def test_stage0_matches_one_rank(self):
+        self.check_stage(0)
+
+    def test_stage1_matches_one_rank(self):
+        self.check_stage(1)
+
+    def test_stage2_matches_one_rank(self):
+        self.check_stage(2)
+
+    def test_stage3_matches_one_rank(self):
+        self.check_stage(3)
+
+    def test_traffic_matches_the_paper_volumes(self):
+        # Per rank per step: 2 Psi (N-1)/N elements for stages 0-2, 3 Psi (N-1)/N for stage 3
+        # without persistent parameters (and without keeping forward's gathers for backward).
+        with tempfile.TemporaryDirectory() as workdir:
+            for ranks in (2, 4):
+                for stage in (0, 1, 2, 3):
+                    config = zero_config(workdir, stage, 1, stage3_param_persistence_threshold=0,
+                                         stage3_max_reuse_distance=0)
+                    summary = train_config(workdir, config, ranks, 3)[0]
+                    zero = summary["zero"]
+                    psi = zero["parameters"]
+                    expected = (3 if stage == 3 else 2) * psi * (ranks - 1) / ranks * 4
+                    self.assertAlmostEqual(zero["paper_volume_elements_per_step"] * 4, expected, delta=1)
+                    for rank in zero["traffic_per_rank"]:
+                        for key in ("mean_bytes_received_per_step", "mean_bytes_sent_per_step"):
+                            self.assertLessEqual(abs(rank[key] - expected), 0.05 * expected,
+                                                 f"stage {stage} np {ranks} rank {rank['rank']} {key}: "
+                                                 f"{rank[key]} vs {expected}")
+
+    def test_memory_per_rank_follows_zero(self):
+        with tempfile.TemporaryDirectory() as workdir:
+            # Eight layers: a layer's landing window is a small part of the model.
+            model = os.path.join(workdir, "deep.yaml")
+            with open(model, "w") as handle:
+                handle.write("vocab_size: 16\nn_positions: 32\nn_embd: 32\nn_layer: 8\nn_head: 2\n")
+            peaks = {}
+            for stage in (0, 1, 2, 3):
+                config = zero_config(workdir, stage, 1, reduce_bucket_size=3000,
+                                     stage3_param_persistence_threshold=0, stage3_max_reuse_distance=0,
+                                     stage3_prefetch_bucket_size=15000)
+                summary = train_config(workdir, config, 4, 2, model=model)[0]
+                peaks[stage] = (summary["zero"], summary["peak_bytes"])
+            padded = peaks[0][0]["padded_elements"]
+            for stage, (zero, ranks) in peaks.items():
+                slice_elements = zero["slice_elements"]
+                self.assertEqual(slice_elements * 4, padded)
+                for rank in ranks:
+                    device = rank["device"]
+                    states = 2 * 4 * (padded if stage == 0 else slice_elements)
+                    self.assertEqual(device["optimizer_states"], states, f"stage {stage}")
+                    if stage >= 2:
+                        self.assertEqual(device["gradients"], 4 * (slice_elements + zero["landing_elements"]))
+                        self.assertLess(device["gradients"], 4 * padded)
+                    if stage == 3:
+                        self.assertLessEqual(device["parameters"],
+                                             4 * (slice_elements + zero["peak_live_elements"]))
+                        self.assertLess(device["parameters"], 4 * padded)
+                    else:
+                        self.assertEqual(device["parameters"], 4 * padded)
+
+    def test_stage3_trains_under_a_device_cap_where_stage0_fails(self):
+        with tempfile.TemporaryDirectory() as workdir:
+            model = os.path.join(workdir, "mid.yaml")
+            with open(model, "w") as handle:
+                handle.write("vocab_size: 256\nn_positions: 32\nn_embd: 128\nn_layer: 4\nn_head: 4\n")
+            configs = {}
+            for stage in (0, 3):
+                with open(os.path.join(DATA, "ds_stage0.json")) as handle:
+                    config = json.load(handle)
+                config["train_batch_size"] = 8
+                config["zero_optimization"] = {"stage": stage}
+                configs[stage] = os.path.join(workdir, f"cap_stage{stage}.json")
+                with open(configs[stage], "w") as handle:
+                    json.dump(config, handle)
+            cap = ["--device-memory-limit", "8MiB"]
+            failed = run(["train", "--config", configs[0], "--model", model, "--steps", "3"] + cap,
+                         ranks=4, cwd=workdir)
+            self.assertNotEqual(failed.returncode, 0)
+            self.assertIn("out of device memory", failed.stderr)
+            self.assertIn("8.00 MiB limit", failed.stderr)
+            self.assertIn("ZeRO stage 0 on 4 ranks keeps 12.67 MiB of fp32 model states", failed.stderr)
+            self.assertEqual(failed.stderr.count("out of device memory"), 1)  # said once, by rank 0
+            capped = train_config(workdir, configs[3], 4, 3, cap, model=model)
+            free = train_config(workdir, configs[0], 1, 3, model=model)
+            self.assert_same_run(free, capped, "stage 3 under the cap")
+            for rank in capped[0]["peak_bytes"]:
+                self.assertLessEqual(rank["device"]["total"], 8 << 20)
+
+    def test_breakdown_reports_exposed_communication(self):
+        with tempfile.TemporaryDirectory() as workdir:
+            config = zero_config(workdir, 2, 1, overlap_comm=True, reduce_bucket_size=2000)
+            summary, _, stdout = train_config(workdir, config, 2, 10)
+            self.assertIn("communication per step", stdout)
+            self.assertIn("exposed", stdout)
+            seconds = summary["zero"]["seconds"]
+            self.assertGreater(seconds["communication"], 0)
+            self.assertGreater(seconds["exposed_communication"], 0)
+            self.assertTrue(summary["zero"]["progress_thread"])
 
 
 def main():

@@ -1,0 +1,307 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "zero/gradient_reducer.hpp"
+
+#include <Kokkos_Core.hpp>
+
+#include <algorithm>
+#include <climits>
+#include <stdexcept>
+
+#include "runtime/timer.hpp"
+
+namespace zt::zero {
+
+namespace {
+
+using HostRange = Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>;
+
+void set_zero(float* values, std::int64_t n) {
+  if (n <= 0) return;
+  Kokkos::parallel_for(
+      "zt::zero::set_zero", HostRange(0, n),
+      KOKKOS_LAMBDA(const std::int64_t i) { values[i] = 0.0f; });
+}
+
+}  // namespace
+
+struct GradientReducer::Pending {
+  comm::Handle handle;
+  int window = -1;
+  std::int64_t count = 0;        // elements of this rank's part
+  float* destination = nullptr;  // in the slice
+  float* result = nullptr;       // where the reduced part is once the handle completed
+  bool add = false;
+  memory::TrackedBuffer<float> scratch;
+};
+
+GradientReducer::GradientReducer(Source source, const FlatLayout& layout, const LayerMap& layers,
+                                 comm::Communicator& comm, const ReducerSettings& settings,
+                                 float* full, float* slice)
+    : source_(source),
+      layout_(layout),
+      layers_(layers),
+      comm_(comm),
+      settings_(settings),
+      full_(full),
+      slice_(slice),
+      slice_begin_(layout.slice_begin(comm.rank())),
+      slice_end_(layout.slice_end(comm.rank())) {
+  settings_.bucket_elements = std::clamp<std::int64_t>(settings_.bucket_elements, 1, INT_MAX / 2);
+  if (source_ == Source::FullBuffer && full_ == nullptr)
+    throw std::invalid_argument("GradientReducer: FullBuffer needs the full gradient buffer");
+  if (source_ == Source::Windows) {
+    std::int64_t own_total = 0;
+    std::int64_t largest = 0;
+    for (const auto& range : layers_.own_range) {
+      own_total += range.size();
+      largest = std::max(largest, range.size());
+    }
+    largest_layer_ = largest;
+    window_capacity_ = std::max(std::min(settings_.bucket_elements, own_total), largest);
+    // A second window lets one fill while the other drains; pointless when one holds it all.
+    window_pool_ = settings_.overlap_comm && window_capacity_ < own_total ? 2 : 1;
+    for (const auto& shared : layers_.shared)
+      shared_gradients_.emplace_back(static_cast<std::size_t>(shared.range.size()),
+                                     memory::Place::Device, memory::Kind::Gradients);
+    shared_touched_.assign(layers_.shared.size(), false);
+  }
+}
+
+GradientReducer::~GradientReducer() {
+  // Handles wait in their destructors; drop them before the buffers they read.
+  pending_.clear();
+}
+
+std::int64_t GradientReducer::landing_elements() const {
+  std::int64_t total = 0;
+  for (const auto& window : windows_) total += static_cast<std::int64_t>(window->buffer.size());
+  for (const auto& buffer : shared_gradients_) total += static_cast<std::int64_t>(buffer.size());
+  return total;
+}
+
+void GradientReducer::begin_micro_step(bool accumulate) {
+  if (!pending_.empty()) throw std::logic_error("GradientReducer: previous micro-step unfinished");
+  accumulate_ = accumulate;
+  waiting_ = {0, 0};
+  std::fill(shared_touched_.begin(), shared_touched_.end(), false);
+}
+
+float* GradientReducer::window_address(Window& window, std::int64_t flat) const {
+  return window.buffer.data() + (flat - (window.end - window.capacity));
+}
+
+void GradientReducer::before_backward(int layer, model::GradTable& table) {
+  if (source_ != Source::Windows) return;
+  const FlatRange own = layers_.own_range[static_cast<std::size_t>(layer)];
+  if (!own.empty()) {
+    if (active_window_ >= 0) {
+      Window& active = *windows_[static_cast<std::size_t>(active_window_)];
+      if (own.end != active_low_ || active.end - own.begin > active.capacity) flush_active_window();
+    }
+    if (active_window_ < 0) {
+      active_window_ = acquire_window(own.end);
+      active_low_ = own.end;
+    }
+    Window& window = *windows_[static_cast<std::size_t>(active_window_)];
+    set_zero(window_address(window, own.begin), own.size());
+    for (const int p : layers_.own_parameters[static_cast<std::size_t>(layer)])
+      table[static_cast<std::size_t>(p)] =
+          window_address(window, layout_.entries()[static_cast<std::size_t>(p)].offset);
+  }
+  for (std::size_t s = 0; s < layers_.shared.size(); ++s) {
+    const int p = layers_.shared[s].parameter;
+    const auto& uses = layers_.parameters[static_cast<std::size_t>(layer)];
+    if (std::find(uses.begin(), uses.end(), p) == uses.end()) continue;
+    if (!shared_touched_[s]) {
+      set_zero(shared_gradients_[s].data(), static_cast<std::int64_t>(shared_gradients_[s].size()));
+      shared_touched_[s] = true;
+    }
+    table[static_cast<std::size_t>(p)] = shared_gradients_[s].data();
+  }
+}
+
+void GradientReducer::after_backward(int layer) {
+  const FlatRange own = layers_.own_range[static_cast<std::size_t>(layer)];
+  if (source_ == Source::Windows) {
+    if (!own.empty() && active_window_ >= 0) {
+      active_low_ = own.begin;
+      const Window& window = *windows_[static_cast<std::size_t>(active_window_)];
+      if (window.end - active_low_ >= settings_.bucket_elements) flush_active_window();
+    }
+    for (std::size_t s = 0; s < layers_.shared.size(); ++s)
+      if (layers_.shared[s].completing_layer == layer)
+        flush(layers_.shared[s].range, shared_gradients_[s].data(), -1);
+    return;
+  }
+  // FullBuffer: extend the completed range downwards; reduce it once it makes a bucket.
+  if (!own.empty()) {
+    if (!waiting_.empty() && own.end == waiting_.begin) {
+      waiting_.begin = own.begin;
+    } else {
+      if (!waiting_.empty()) flush(waiting_, full_ + waiting_.begin, -1);
+      waiting_ = own;
+    }
+    if (waiting_.size() >= settings_.bucket_elements) {
+      flush(waiting_, full_ + waiting_.begin, -1);
+      waiting_ = {0, 0};
+    }
+  }
+  for (const auto& shared : layers_.shared)
+    if (shared.completing_layer == layer) flush(shared.range, full_ + shared.range.begin, -1);
+}
+
+void GradientReducer::reduce_everything() {
+  if (source_ != Source::FullBuffer)
+    throw std::logic_error("GradientReducer::reduce_everything needs the full gradient buffer");
+  flush({0, layout_.padded_elements()}, full_, -1);
+}
+
+void GradientReducer::finish_micro_step() {
+  if (source_ == Source::FullBuffer && !waiting_.empty()) {
+    flush(waiting_, full_ + waiting_.begin, -1);
+    waiting_ = {0, 0};
+  }
+  if (active_window_ >= 0) flush_active_window();
+  while (!pending_.empty()) complete_front();
+  release_idle_windows();
+}
+
+void GradientReducer::flush_active_window() {
+  Window& window = *windows_[static_cast<std::size_t>(active_window_)];
+  const FlatRange range{active_low_, window.end};
+  const int index = active_window_;
+  active_window_ = -1;
+  if (!range.empty()) flush(range, window_address(window, range.begin), index);
+}
+
+void GradientReducer::flush(FlatRange range, float* source, int window) {
+  const int ranks = comm_.size();
+  const std::int64_t slice = layout_.slice_elements();
+  for (std::int64_t begin = range.begin; begin < range.end; begin += settings_.bucket_elements) {
+    const std::int64_t end = std::min(range.end, begin + settings_.bucket_elements);
+    const std::int64_t mine_begin = std::max(begin, slice_begin_);
+    const std::int64_t mine_end = std::min(end, slice_end_);
+    auto pending = std::make_unique<Pending>();
+    pending->count = std::max<std::int64_t>(0, mine_end - mine_begin);
+    pending->destination = slice_ + (mine_begin - slice_begin_);
+    pending->window = window;
+    pending->add = accumulate_;
+    float* chunk = source + (begin - range.begin);
+    if (settings_.reduce_scatter) {
+      float* receive = pending->destination;
+      if (accumulate_ && pending->count > 0) {
+        pending->scratch =
+            memory::TrackedBuffer<float>(static_cast<std::size_t>(pending->count),
+                                         memory::Place::Device, memory::Kind::CommBuffers);
+        receive = pending->scratch.data();
+      }
+      pending->result = receive;
+      pending->handle = comm_.reduce_scatter_v_async(
+          chunk, receive, comm::split_range_by_rank(begin, end, slice, ranks),
+          comm::DataType::Float32, comm::ReduceOp::Sum);
+    } else {
+      pending->result = chunk + (mine_begin - begin);
+      pending->handle = comm_.all_reduce_async(chunk, chunk, end - begin, comm::DataType::Float32,
+                                               comm::ReduceOp::Sum);
+    }
+    if (window >= 0) ++windows_[static_cast<std::size_t>(window)]->outstanding;
+    pending_.push_back(std::move(pending));
+    if (!settings_.overlap_comm) complete_front();
+  }
+}
+
+void GradientReducer::complete_front() {
+  Pending& pending = *pending_.front();
+  {
+    runtime::ScopedTimer timer(exposed_seconds_);
+    pending.handle.wait();
+  }
+  const float scale = settings_.average ? 1.0f / static_cast<float>(comm_.size()) : 1.0f;
+  float* destination = pending.destination;
+  const float* result = pending.result;
+  const std::int64_t n = pending.count;
+  if (pending.add) {
+    Kokkos::parallel_for(
+        "zt::zero::add_reduced", HostRange(0, n),
+        KOKKOS_LAMBDA(const std::int64_t i) { destination[i] += scale * result[i]; });
+  } else if (result != destination || scale != 1.0f) {
+    Kokkos::parallel_for(
+        "zt::zero::store_reduced", HostRange(0, n),
+        KOKKOS_LAMBDA(const std::int64_t i) { destination[i] = scale * result[i]; });
+  }
+  if (pending.window >= 0) --windows_[static_cast<std::size_t>(pending.window)]->outstanding;
+  pending_.pop_front();
+}
+
+void GradientReducer::wait_window(int window) {
+  while (windows_[static_cast<std::size_t>(window)]->outstanding > 0) complete_front();
+}
+
+int GradientReducer::acquire_window(std::int64_t end) {
+  int index = -1;
+  if (settings_.contiguous_gradients) {
+    // Preallocated and reused: one window, or two that alternate so one drains while the
+    // next fills (overlap_comm).
+    const int pool = window_pool_;
+    bool allocated = false;
+    if (static_cast<int>(windows_.size()) < pool) {
+      auto window = std::make_unique<Window>();
+      try {
+        allocate_window(*window);
+        windows_.push_back(std::move(window));
+        index = static_cast<int>(windows_.size()) - 1;
+        allocated = true;
+      } catch (const memory::OutOfMemory&) {
+        // Under the device-memory cap, drain and refill the windows we have.
+        if (windows_.empty()) throw;
+        window_pool_ = static_cast<int>(windows_.size());
+      }
+    }
+    if (!allocated) {
+      const int pool_now = window_pool_;
+      index = next_window_ % pool_now;
+      wait_window(index);
+    }
+    ++next_window_;
+  } else {
+    // A fresh window per bucket, freed once its reductions completed.
+    release_idle_windows();
+    for (std::size_t i = 0; i < windows_.size(); ++i)
+      if (windows_[i]->buffer.empty() && windows_[i]->outstanding == 0) index = static_cast<int>(i);
+    if (index < 0) {
+      windows_.push_back(std::make_unique<Window>());
+      index = static_cast<int>(windows_.size()) - 1;
+    }
+    allocate_window(*windows_[static_cast<std::size_t>(index)]);
+  }
+  windows_[static_cast<std::size_t>(index)]->end = end;
+  return index;
+}
+
+void GradientReducer::allocate_window(Window& window) {
+  // reduce_bucket_size bounds a bucket; under the device-memory cap a window shrinks to the
+  // largest layer (smaller buckets, more calls) rather than failing.
+  for (;;) {
+    try {
+      window.buffer = memory::TrackedBuffer<float>(static_cast<std::size_t>(window_capacity_),
+                                                   memory::Place::Device, memory::Kind::Gradients);
+      window.capacity = window_capacity_;
+      return;
+    } catch (const memory::OutOfMemory&) {
+      if (window_capacity_ > largest_layer_) {
+        window_capacity_ = largest_layer_;
+      } else if (!relieve_memory_ || !relieve_memory_()) {
+        throw;
+      }
+    }
+  }
+}
+
+void GradientReducer::release_idle_windows() {
+  if (settings_.contiguous_gradients) return;
+  for (std::size_t i = 0; i < windows_.size(); ++i)
+    if (static_cast<int>(i) != active_window_ && windows_[i]->outstanding == 0)
+      windows_[i]->buffer.release();
+}
+
+}  // namespace zt::zero
