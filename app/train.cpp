@@ -283,17 +283,20 @@ std::string zero_description(const zero::EngineReport& report, const config::Zer
                  format_count(static_cast<double>(zero.reduce_bucket_size)), "; overlap_comm ",
                  zero.overlap_comm ? "on" : "off");
   if (report.stage == 3) {
-    text += concat("; ", report.persistent_parameters, " persistent parameters (",
-                   format_count(static_cast<double>(report.persistent_elements)),
-                   " elements", report.persistence_limited_by_device_cap ? ", limited by --device-memory-limit" : "",
-                   "); prefetch ", format_count(static_cast<double>(zero.prefetch_bucket_size)));
+    text +=
+        concat("; ", report.persistent_parameters, " persistent parameters (",
+               format_count(static_cast<double>(report.persistent_elements)), " elements",
+               report.persistence_limited_by_device_cap ? ", limited by --device-memory-limit" : "",
+               "); prefetch ", format_count(static_cast<double>(zero.prefetch_bucket_size)));
     // DeepSpeed's defaults quietly undo stage 3's savings on small models; say so.
     if (report.persistent_elements >= report.parameters)
-      text += "\n               every tensor is under stage3_param_persistence_threshold: all stay "
-              "gathered, as at stage 2";
+      text +=
+          "\n               every tensor is under stage3_param_persistence_threshold: all stay "
+          "gathered, as at stage 2";
     else if (zero.max_reuse_distance >= 2 * report.parameters)
-      text += "\n               stage3_max_reuse_distance exceeds the model: layers stay gathered "
-              "from forward to backward (set it lower to release them)";
+      text +=
+          "\n               stage3_max_reuse_distance exceeds the model: layers stay gathered "
+          "from forward to backward (set it lower to release them)";
   }
   return text;
 }

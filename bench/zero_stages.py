@@ -7,7 +7,8 @@ Each configuration runs `zerotrain train` under mpiexec on the same model, globa
 seed, and reads its --summary-json. Times are reported as ratios against stage 0 at the same
 rank count measured in the same invocation (these machines are noisy): a ratio above 1 is
 slower than plain data parallelism. Exposed share = time ranks waited for collectives /
-time collectives were in flight (1.0: nothing hidden behind compute).
+time collectives were in flight (1.0: nothing hidden behind compute). Stage "3r0" is stage 3
+with stage3_max_reuse_distance 0: every layer gathered again for backward (the paper's 3 Psi).
 
   bench/zero_stages.py --zerotrain build/app/zerotrain [--ranks 1 2 4] [--steps 12]
 """
@@ -28,7 +29,7 @@ n_head: 4
 """
 
 
-def config(stage, overlap, train_batch):
+def config(stage, overlap, train_batch, reuse_distance):
     return {
         "train_batch_size": train_batch,
         "gradient_accumulation_steps": 1,
@@ -43,15 +44,17 @@ def config(stage, overlap, train_batch):
             "allgather_bucket_size": 1_000_000,
             "stage3_prefetch_bucket_size": 1_000_000,
             "stage3_param_persistence_threshold": 10_000,
+            "stage3_max_reuse_distance": reuse_distance,
         },
     }
 
 
-def run(zerotrain, mpiexec, workdir, ranks, stage, overlap, steps, train_batch, threads):
-    name = f"s{stage}_np{ranks}_{'overlap' if overlap else 'plain'}"
+def run(zerotrain, mpiexec, workdir, ranks, stage, overlap, steps, train_batch, threads,
+        reuse_distance):
+    name = f"s{stage}_r{reuse_distance}_np{ranks}_{'overlap' if overlap else 'plain'}"
     config_path = os.path.join(workdir, name + ".json")
     with open(config_path, "w") as handle:
-        json.dump(config(stage, overlap, train_batch), handle)
+        json.dump(config(stage, overlap, train_batch, reuse_distance), handle)
     summary_path = os.path.join(workdir, name + "_summary.json")
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMP_NUM_THREADS=str(threads))
@@ -95,15 +98,18 @@ def main():
             handle.write(MODEL)
         for ranks in args.ranks:
             threads = max(1, args.cores // ranks)
-            for stage in (0, 1, 2, 3):
+            # Stage 3 twice: DeepSpeed's default reuse distance (1e9) keeps forward's gathers
+            # for backward in a model this small (2 Psi); "3r0" releases them (the paper's 3 Psi).
+            for stage, label, reuse in ((0, "0", 10**9), (1, "1", 10**9), (2, "2", 10**9),
+                                        (3, "3", 10**9), (3, "3r0", 0)):
                 for overlap in (False, True):
                     if ranks == 1 and overlap:
                         continue  # nothing to overlap with one rank
                     row = run(args.zerotrain, args.mpiexec, workdir, ranks, stage, overlap,
-                              args.steps, args.train_batch, threads)
-                    row.update(ranks=ranks, stage=stage, overlap=overlap)
+                              args.steps, args.train_batch, threads, reuse)
+                    row.update(ranks=ranks, stage=stage, label=label, overlap=overlap)
                     results.append(row)
-                    print(f"  np {ranks} stage {stage} overlap {'on ' if overlap else 'off'}: "
+                    print(f"  np {ranks} stage {label} overlap {'on ' if overlap else 'off'}: "
                           f"{row['step_seconds'] * 1000:8.1f} ms/step", flush=True)
 
     print()
@@ -114,9 +120,11 @@ def main():
                         and r["overlap"] == row["overlap"])
         ratio = row["step_seconds"] / baseline["step_seconds"]
         traffic = row["bytes_per_step"] / row["paper_bytes"] if row["paper_bytes"] else float("nan")
-        print(f"{row['ranks']:>5} {row['stage']:>5} {'on' if row['overlap'] else 'off':>7} "
-              f"{row['step_seconds'] * 1000:>9.1f} {ratio:>10.2f} {traffic:>13.3f} "
-              f"{row['comm_ms']:>8.1f} {row['exposed_ms']:>10.1f} {row['exposed_share']:>13.2f}")
+        share = f"{row['exposed_share']:.2f}" if row["comm_ms"] >= 0.5 else "-"
+        traffic_text = f"{traffic:.3f}" if row["paper_bytes"] else "-"
+        print(f"{row['ranks']:>5} {row['label']:>5} {'on' if row['overlap'] else 'off':>7} "
+              f"{row['step_seconds'] * 1000:>9.1f} {ratio:>10.2f} {traffic_text:>13} "
+              f"{row['comm_ms']:>8.1f} {row['exposed_ms']:>10.1f} {share:>13}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)

@@ -136,7 +136,7 @@ class ProgressThread {
     auto state = std::make_shared<OperationState>();
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      queue_.push_back(Queued{std::move(start), state});
+      queue_.push_back(Queued{std::move(start), state, std::chrono::steady_clock::now()});
     }
     wake_.notify_one();
     return std::make_unique<ThreadCompletion>(std::move(state));
@@ -148,6 +148,7 @@ class ProgressThread {
   struct Queued {
     Start start;
     std::shared_ptr<OperationState> state;
+    std::chrono::steady_clock::time_point submitted;
   };
 
   void run() {
@@ -165,7 +166,8 @@ class ProgressThread {
         if (requests.empty() && queue_.empty() && stopping_) return;
         starting.swap(queue_);
       }
-      if (requests.empty() && !starting.empty()) busy_since = std::chrono::steady_clock::now();
+      // In flight from submission: a caller may wait while the request sits in the queue.
+      if (requests.empty() && !starting.empty()) busy_since = starting.front().submitted;
       for (auto& queued : starting) {
         try {
           requests.push_back(queued.start());

@@ -262,7 +262,10 @@ void Engine::reduce_gradients_stage0() {
     pending.push_back(comm_.all_reduce_async(grads_full_.data() + begin, grads_full_.data() + begin,
                                              count, comm::DataType::Float32, comm::ReduceOp::Sum));
   }
-  for (auto& handle : pending) handle.wait();
+  {
+    runtime::ScopedTimer waiting(engine_waited_);
+    for (auto& handle : pending) handle.wait();
+  }
   if (settings_.average_gradients) optim::scale(grads_full_.data(), n, 1.0f / comm_.size());
 }
 
@@ -336,6 +339,9 @@ StepResult Engine::train_step(const BatchFiller& fill) {
   auto coordinator_waited = [&] { return coordinator_ ? coordinator_->exposed_seconds() : 0.0; };
   double waited_in_forward_backward_for_gathers = 0;
   double waited_in_backward_for_reductions = 0;
+  const double engine_waited_before = engine_waited_;
+  const double reducer_waited_before = reducer_waited();
+  const double coordinator_waited_before = coordinator_waited();
 
   const int stage = settings_.stage;
   const int accumulation = settings_.gradient_accumulation_steps;
@@ -402,7 +408,10 @@ StepResult Engine::train_step(const BatchFiller& fill) {
   // Waits inside forward and backward were taken out of those phases; they are communication.
   result.phases.reduction += waited_in_backward_for_reductions;
   result.phases.gather += waited_in_forward_backward_for_gathers;
-  result.phases.exposed = result.phases.reduction + result.phases.gather;
+  // Exposed: only the time spent blocked on collectives, not the compute around them.
+  result.phases.exposed = (engine_waited_ - engine_waited_before) +
+                          (reducer_waited() - reducer_waited_before) +
+                          (coordinator_waited() - coordinator_waited_before);
   ++applied_steps_;
   result.step = applied_steps_;
   result.phases.total = step_watch.seconds();

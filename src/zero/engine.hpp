@@ -72,7 +72,7 @@ struct PhaseTimes {
   double optimizer = 0;      // clipping and the optimizer step
   double gather = 0;         // waiting for parameter gathers (stage 3) and the post-step all-gather
   double communication = 0;  // time collectives were in flight (busy), hidden or not
-  double exposed = 0;        // time this rank waited for collectives: reduction + gather
+  double exposed = 0;        // time this rank was blocked waiting for collectives
   double total = 0;
   PhaseTimes& operator+=(const PhaseTimes& other);
 };
@@ -170,6 +170,7 @@ class Engine {
   memory::TrackedBuffer<std::int32_t> targets_;
   std::int64_t applied_steps_ = 0;
   bool persistence_limited_ = false;
+  double engine_waited_ = 0;  // seconds blocked on collectives issued here (not in hooks)
 };
 
 }  // namespace zt::zero
