@@ -394,15 +394,52 @@ TEST(Stage3, DefaultReuseDistanceKeepsForwardGathersForBackward) {
       base_settings(kTrainBatch / world->size(), 1, kSeqLen, zt::optim::OptimizerType::Adam);
   settings.stage = 3;
   settings.param_persistence_threshold = 0;
+  settings.prefetch_bucket_size = 0;  // what is live is then what the reuse rule keeps
   zt::zero::EngineReport kept_report;
   run_and_measure(*world, settings, kept_report);
   settings.max_reuse_distance = 0;
   zt::zero::EngineReport released_report;
   run_and_measure(*world, settings, released_report);
-  // Each step gathers every parameter once (kept) or forward and backward (released), wte
-  // (used by the first and last layer) in each pass where it is not kept.
-  EXPECT_LT(kept_report.gathers, released_report.gathers);
-  EXPECT_GE(kept_report.peak_live_elements, released_report.peak_live_elements);
+  // The tiny model's layers read: 0 {wte, wpe}, 1 and 2 {12 tensors each}, 3 {ln_f x2, wte}.
+  // Kept: each tensor gathered once per step (wte stays from layer 0 to the head): 2+12+12+2.
+  // Released: forward 2+12+12+3 and backward 3+12+12+2 (wte four times). Two steps each.
+  EXPECT_EQ(kept_report.gathers, 2 * 28);
+  EXPECT_EQ(released_report.gathers, 2 * 58);
+  EXPECT_GT(kept_report.peak_live_elements, released_report.peak_live_elements);
+  // Kept, the whole model is live at the end of forward.
+  EXPECT_EQ(kept_report.peak_live_elements, kept_report.parameters);
+}
+
+TEST(Stage3, ReuseDistanceCountsTheElementsInBetween) {
+  // Forward of the head (layer 3) is followed at once by its backward: nothing in between, so
+  // any reuse distance above 0 keeps ln_f and wte; blocks 1 and 2 come back after the other
+  // block and the head (~2 x 3.3K elements), beyond a distance of 1000.
+  auto world = zt::comm::make_mpi_communicator(MPI_COMM_WORLD);
+  auto settings =
+      base_settings(kTrainBatch / world->size(), 1, kSeqLen, zt::optim::OptimizerType::Adam);
+  settings.stage = 3;
+  settings.param_persistence_threshold = 0;
+  settings.max_reuse_distance = 1000;
+  zt::zero::EngineReport report;
+  run_and_measure(*world, settings, report);
+  // Released would be 58 per step; the head's 3 tensors are not gathered again for backward,
+  // and block 2 (used again after the head: 3 tensors, 208+16+16 elements) is kept too.
+  EXPECT_EQ(report.gathers, 2 * (58 - 3 - 12));
+}
+
+TEST(Stage3, PrefetchStaysUnderMaxLiveParameters) {
+  auto world = zt::comm::make_mpi_communicator(MPI_COMM_WORLD);
+  auto settings =
+      base_settings(kTrainBatch / world->size(), 1, kSeqLen, zt::optim::OptimizerType::Adam);
+  settings.stage = 3;
+  settings.param_persistence_threshold = 0;
+  settings.max_reuse_distance = 0;
+  settings.prefetch_bucket_size = 1'000'000;
+  settings.max_live_parameters = 4000;  // about one block (3.3K elements) and a bit
+  zt::zero::EngineReport report;
+  run_and_measure(*world, settings, report);
+  EXPECT_GT(report.prefetches, 0);
+  EXPECT_LE(report.peak_live_elements, 4000);
 }
 
 }  // namespace
