@@ -46,7 +46,36 @@ struct CheckConfigOptions {
   TrainerFlags trainer;
 };
 
+/// zerotrain estimate: DeepSpeed's model-states memory table (stage 2 or 3).
+struct EstimateOptions {
+  std::string model_path;        // model description, or:
+  std::optional<double> params;  // --params (total parameters)
+  std::optional<double> largest_layer_params;
+  int gpus_per_node = 1;
+  int nodes = 1;
+  int stage = 3;
+  double additional_buffer_factor = 1.5;
+};
+
+/// zerotrain plan: every (stage, offload) combination, fastest first; the fastest that fits.
+struct PlanOptions {
+  std::string model_path;
+  std::optional<double> params;
+  std::optional<double> largest_layer_params;
+  int gpus_per_node = 1;
+  int nodes = 1;
+  std::string gpu_memory;      // "16GiB"
+  std::string cpu_memory;      // per node
+  std::string nvme_bandwidth;  // per node, bytes/s (optional)
+  int micro_batch = 1;
+  int seq_len = 0;         // 0: the model's n_positions
+  std::string config_out;  // write the recommended config here as well
+  std::string json_out;    // the whole plan as JSON (for scripts and tests)
+};
+
 int run_train(int argc, char** argv, const TrainOptions& options);
+int run_estimate(const EstimateOptions& options);
+int run_plan(const PlanOptions& options);
 int run_check_config(int argc, char** argv, const CheckConfigOptions& options);
 int run_data_from_text(const std::string& input, const std::string& output);
 std::string version_report();

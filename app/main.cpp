@@ -19,16 +19,19 @@ void add_trainer_flags(CLI::App& command, zt::app::TrainerFlags& flags) {
   command.add_option("--weight_decay", flags.weight_decay, "optimizer weight_decay")->group(group);
   command.add_option("--warmup_steps", flags.warmup_steps, "scheduler warmup_num_steps")
       ->group(group);
-  command.add_option("--max_steps", flags.max_steps,
-                     "optimizer steps to run; must agree with a concrete total_num_steps")
+  command
+      .add_option("--max_steps", flags.max_steps,
+                  "optimizer steps to run; must agree with a concrete total_num_steps")
       ->group(group);
   command.add_option("--steps", flags.steps,
                      "optimizer steps to run (may stop before the schedule's total_num_steps)");
-  command.add_option("--per_device_train_batch_size", flags.per_device_train_batch_size,
-                     "train_micro_batch_size_per_gpu")
+  command
+      .add_option("--per_device_train_batch_size", flags.per_device_train_batch_size,
+                  "train_micro_batch_size_per_gpu")
       ->group(group);
-  command.add_option("--gradient_accumulation_steps", flags.gradient_accumulation_steps,
-                     "gradient_accumulation_steps")
+  command
+      .add_option("--gradient_accumulation_steps", flags.gradient_accumulation_steps,
+                  "gradient_accumulation_steps")
       ->group(group);
   command.add_option("--max_grad_norm", flags.max_grad_norm, "gradient_clipping")->group(group);
   command.add_flag("--fp16", flags.fp16, "fp16.enabled")->group(group);
@@ -67,34 +70,90 @@ int main(int argc, char** argv) {
   train_command->add_option("--seq-len", train.seq_len, "Sequence length (default: n_positions)");
   train_command->add_option("--output-dir", train.output_dir,
                             "Where outputs go (default: runs/default or runs/<config name>)");
-  train_command->add_option("--summary-json", train.summary_json,
-                            "Write the final summary as JSON here (default: <output-dir>/summary.json)");
+  train_command->add_option(
+      "--summary-json", train.summary_json,
+      "Write the final summary as JSON here (default: <output-dir>/summary.json)");
   train_command->add_option("--save-weights", train.save_weights,
                             "Write the final fp32 weights to this safetensors file (gathered one "
                             "tensor at a time)");
-  train_command->add_option("--device-memory-limit", train.device_memory_limit,
-                            "Cap on device bytes per rank, e.g. 64MiB (CPU runs: the tracked arena)");
+  train_command->add_option(
+      "--device-memory-limit", train.device_memory_limit,
+      "Cap on device bytes per rank, e.g. 64MiB (CPU runs: the tracked arena)");
   const char* synthetic = "Synthetic data";
-  train_command->add_option("--synthetic-order", train.synthetic_order,
-                            "Markov order of the synthetic source (>= 2)")
-      ->group(synthetic)->capture_default_str();
-  train_command->add_option("--synthetic-branching", train.synthetic_branching,
-                            "Possible next tokens per context")
+  train_command
+      ->add_option("--synthetic-order", train.synthetic_order,
+                   "Markov order of the synthetic source (>= 2)")
+      ->group(synthetic)
+      ->capture_default_str();
+  train_command
+      ->add_option("--synthetic-branching", train.synthetic_branching,
+                   "Possible next tokens per context")
       ->group(synthetic);
-  train_command->add_option("--synthetic-tokens", train.synthetic_tokens,
-                            "Length of the generated token stream")
+  train_command
+      ->add_option("--synthetic-tokens", train.synthetic_tokens,
+                   "Length of the generated token stream")
       ->group(synthetic);
   add_trainer_flags(*train_command, train.trainer);
 
   zt::app::CheckConfigOptions check;
   auto* check_command = app.add_subcommand("check-config", "Validate a DeepSpeed config");
   check_command->add_option("config", check.config_path, "DeepSpeed config (JSON or YAML)")
-      ->required()->check(CLI::ExistingFile);
+      ->required()
+      ->check(CLI::ExistingFile);
   check_command->add_option("--model", check.model_path, "Model description, to resolve \"auto\"")
       ->check(CLI::ExistingFile);
   check_command->add_option("--world-size", check.world_size,
                             "Data-parallel ranks to check the batch sizes for (default: MPI's)");
   add_trainer_flags(*check_command, check.trainer);
+
+  zt::app::EstimateOptions estimate;
+  auto* estimate_command = app.add_subcommand(
+      "estimate", "DeepSpeed's table of model-states memory per CPU and GPU (stage 2 or 3)");
+  estimate_command
+      ->add_option("--model", estimate.model_path,
+                   "Model: YAML or Hugging Face config.json (gives both counts)")
+      ->check(CLI::ExistingFile);
+  estimate_command->add_option("--params", estimate.params, "Total parameters, e.g. 2783e6");
+  estimate_command->add_option("--largest-layer-params", estimate.largest_layer_params,
+                               "Parameters of the largest layer, e.g. 65e6 (stage 3)");
+  estimate_command->add_option("--gpus-per-node", estimate.gpus_per_node)
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  estimate_command->add_option("--nodes", estimate.nodes)
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  estimate_command->add_option("--stage", estimate.stage, "2 or 3")
+      ->capture_default_str()
+      ->check(CLI::IsMember({2, 3}));
+  estimate_command->add_option("--additional-buffer-factor", estimate.additional_buffer_factor)
+      ->capture_default_str();
+
+  zt::app::PlanOptions plan;
+  auto* plan_command = app.add_subcommand(
+      "plan", "Every ZeRO stage and offload combination, fastest first, and the fastest that fits");
+  plan_command->add_option("--model", plan.model_path, "Model: YAML or Hugging Face config.json")
+      ->check(CLI::ExistingFile);
+  plan_command->add_option("--params", plan.params, "Total parameters, e.g. 2783e6");
+  plan_command->add_option("--largest-layer-params", plan.largest_layer_params,
+                           "Parameters of the largest layer");
+  plan_command->add_option("--gpus-per-node", plan.gpus_per_node)
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  plan_command->add_option("--nodes", plan.nodes)
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  plan_command->add_option("--gpu-mem", plan.gpu_memory, "Memory per GPU, e.g. 80GiB")->required();
+  plan_command->add_option("--cpu-mem", plan.cpu_memory, "Memory per node, e.g. 512GiB")
+      ->required();
+  plan_command->add_option("--nvme-bandwidth", plan.nvme_bandwidth,
+                           "NVMe bandwidth per node, e.g. 3GB (per second)");
+  plan_command->add_option("--micro-batch", plan.micro_batch)
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  plan_command->add_option("--seq", plan.seq_len, "Sequence length (default: n_positions)");
+  plan_command->add_option("--config-out", plan.config_out,
+                           "Also write the recommended config to this file");
+  plan_command->add_option("--json", plan.json_out, "Write the whole plan as JSON to this file");
 
   std::string text_input, hdf5_output;
   auto* data_command = app.add_subcommand("data", "Prepare training data");
@@ -118,6 +177,8 @@ int main(int argc, char** argv) {
   if (train_command->parsed()) return zt::app::run_train(argc, argv, train);
   if (check_command->parsed()) return zt::app::run_check_config(argc, argv, check);
   if (from_text->parsed()) return zt::app::run_data_from_text(text_input, hdf5_output);
+  if (estimate_command->parsed()) return zt::app::run_estimate(estimate);
+  if (plan_command->parsed()) return zt::app::run_plan(plan);
   if (is_rank_zero()) std::fputs(app.help().c_str(), stdout);
   return 0;
 }

@@ -71,6 +71,23 @@ Gpt::Gpt(const GptConfig& config, int max_micro_batch, int max_seq_len)
   attention_scratch_ = activations(kh::attention_backward_scratch_floats(max_T_));
 }
 
+std::int64_t Gpt::activation_bytes(const GptConfig& config, int max_micro_batch, int max_seq_len) {
+  // Mirrors the constructor's allocations, buffer by buffer.
+  const std::int64_t L = config.n_layer;
+  const std::int64_t BT = static_cast<std::int64_t>(max_micro_batch) * max_seq_len;
+  const std::int64_t C = config.n_embd;
+  const std::int64_t V = config.vocab_size;
+  const std::int64_t probs =
+      static_cast<std::int64_t>(max_micro_batch) * config.n_head * max_seq_len * max_seq_len;
+  const std::int64_t per_layer =
+      BT * C * 16 + 2 * 2 * BT + probs;  // ln1 qkv attn mid ln2 fc act out
+  const std::int64_t floats =
+      L * per_layer + BT * C * 2 + 2 * BT + BT * V + 2 * BT +
+      BT * C * 9 +  // d_resid, d_ln, d_qkv, d_fc
+      static_cast<std::int64_t>(kh::attention_backward_scratch_floats(max_seq_len));
+  return floats * 4 + 2 * BT * 4;  // + inputs and targets (int32)
+}
+
 std::vector<int> Gpt::parameters_of_layer(int layer) const {
   const int L = config_.n_layer;
   if (layer < 0 || layer > L + 1)

@@ -37,6 +37,11 @@ class Gpt {
   /// (tracked as Kind::Activations on Place::Device); forward/backward never allocate.
   Gpt(const GptConfig& config, int max_micro_batch, int max_seq_len);
 
+  /// Bytes of activations and work space the constructor allocates for these sizes (what the
+  /// memory tracker will count as activations).
+  static std::int64_t activation_bytes(const GptConfig& config, int max_micro_batch,
+                                       int max_seq_len);
+
   const GptConfig& config() const { return config_; }
   /// Fixed registration order: wte, wpe, h.0.* ... h.{L-1}.*, ln_f.*
   const std::vector<ParamInfo>& parameters() const { return registry_; }

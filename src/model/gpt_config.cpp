@@ -125,6 +125,13 @@ std::int64_t GptConfig::num_parameters() const {
          n_layer * per_layer + 2 * C;
 }
 
+std::int64_t GptConfig::largest_layer_parameters() const {
+  const std::int64_t C = n_embd;
+  return std::max({static_cast<std::int64_t>(vocab_size) * C,
+                   static_cast<std::int64_t>(n_positions) * C, 4 * C * C + 4 * C,
+                   3 * C * C + 3 * C});
+}
+
 void GptConfig::validate(const std::string& source) const {
   auto require_positive = [&](const char* name, double value) {
     if (!(value > 0))

@@ -27,6 +27,10 @@ struct GptConfig {
   int head_size() const { return n_embd / n_head; }
   /// Trainable parameters (wte counted once: it is tied to the output layer).
   std::int64_t num_parameters() const;
+  /// The most parameters one module holds directly, as DeepSpeed's estimator counts a Hugging
+  /// Face GPT-2 (largest_layer_params): wte / the tied lm_head (vocab x n_embd), wpe, or an
+  /// MLP projection (4 n_embd^2 + 4 n_embd).
+  std::int64_t largest_layer_parameters() const;
   /// Throws ConfigError if the numbers cannot describe a model (e.g. n_embd % n_head != 0).
   void validate(const std::string& source = "model config") const;
 

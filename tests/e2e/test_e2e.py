@@ -192,6 +192,152 @@ class Errors(unittest.TestCase):
         self.assert_fails(result, "--model")
 
 
+ESTIMATOR_GOLDEN = os.path.join(HERE, "..", "memory", "deepspeed_estimator_golden.txt")
+
+
+def estimator_golden(stage, params, largest, gpus_per_node, nodes, abf=1.5):
+    """The table deepspeed_estimator_reference.py (an independent Python port) printed."""
+    header = (f"=== stage={stage} params={params!r} largest={largest!r} "
+              f"gpus_per_node={gpus_per_node} nodes={nodes} abf={abf!r}")
+    with open(ESTIMATOR_GOLDEN) as handle:
+        text = handle.read()
+    start = text.index(header + "\n") + len(header) + 1
+    end = text.find("\n===", start)
+    return text[start:] if end < 0 else text[start:end + 1]
+
+
+class Estimate(unittest.TestCase):
+    def test_stage3_table_matches_deepspeed(self):
+        result = run(["estimate", "--params", "2783e6", "--largest-layer-params", "65e6"])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        table = estimator_golden(3, 2783e6, 65e6, 1, 1)
+        self.assertEqual(result.stdout[:len(table)], table)
+        note = result.stdout[len(table):]
+        self.assertTrue(note.startswith("note: "), note)
+        self.assertIn("zerotrain plan", note)
+
+    def test_stage2_table_matches_deepspeed(self):
+        result = run(["estimate", "--stage", "2", "--params", "1e9", "--gpus-per-node", "4",
+                      "--nodes", "2"])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        table = estimator_golden(2, 1e9, 5e7, 4, 2)
+        self.assertEqual(result.stdout[:len(table)], table)
+        self.assertIn("HW: Setup with 2 nodes, 4 GPUs per node.", table)
+
+    def test_counts_come_from_the_model(self):
+        # tiny_model.yaml: GPT-2 with wte tied to the output layer (counted once).
+        vocab, n_positions, c, layers = 16, 32, 32, 2
+        total = vocab * c + n_positions * c + layers * (12 * c * c + 13 * c) + 2 * c
+        largest = max(vocab * c, n_positions * c, 4 * c * c + 4 * c)  # wte, wpe or mlp.c_fc
+        model = os.path.join(DATA, "tiny_model.yaml")
+        result = run(["estimate", "--model", model])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"counts: {total} total params ({model}), "
+                      f"{largest} largest layer params ({model})\n", result.stdout)
+        table = estimator_golden(3, float(total), float(largest), 1, 1)
+        self.assertEqual(result.stdout[:len(table)], table)
+        # The same counts given by hand print the same table.
+        by_hand = run(["estimate", "--params", str(total), "--largest-layer-params", str(largest)])
+        self.assertEqual(by_hand.returncode, 0, by_hand.stderr)
+        self.assertEqual(by_hand.stdout[:len(table)], table)
+
+    def test_usage_errors_name_the_flag(self):
+        result = run(["estimate", "--params", "1e9"])  # stage 3 needs the largest layer
+        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+        self.assertIn("zerotrain: error:", result.stderr)
+        self.assertIn("--largest-layer-params", result.stderr)
+        result = run(["estimate", "--stage", "2"])
+        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+        self.assertIn("--params", result.stderr)
+        result = run(["estimate", "--stage", "2", "--params", "0"])
+        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+        self.assertIn("--params", result.stderr)
+
+
+PLAN_MODEL = "vocab_size: 64\nn_positions: 64\nn_embd: 192\nn_layer: 4\nn_head: 4\n"
+
+
+class Plan(unittest.TestCase):
+    def plan(self, workdir, args):
+        config_out = os.path.join(workdir, "recommended.json")
+        plan_json = os.path.join(workdir, "plan.json")
+        result = run(["plan"] + args + ["--config-out", config_out, "--json", plan_json])
+        return result, config_out, plan_json
+
+    def test_recommends_the_fastest_fitting_combination(self):
+        counts = ["--params", "20e9", "--largest-layer-params", "2e8", "--gpus-per-node", "8"]
+        cases = [
+            (["--params", "1e9", "--largest-layer-params", "1e7", "--gpus-per-node", "8",
+              "--gpu-mem", "12GiB", "--cpu-mem", "256GiB"], "stage 1", 1, None, None),
+            (counts + ["--nodes", "8", "--gpu-mem", "80GiB", "--cpu-mem", "1TiB"], "stage 3", 3, None, None),
+            (counts + ["--gpu-mem", "40GiB", "--cpu-mem", "512GiB"], "stage 3 + optimizer on cpu", 3,
+             "cpu", None),
+            (counts + ["--gpu-mem", "40GiB", "--cpu-mem", "64GiB", "--nvme-bandwidth", "3GB"],
+             "stage 3 + optimizer on nvme + parameters on nvme", 3, "nvme", "nvme"),
+        ]
+        for args, name, stage, optimizer, parameters in cases:
+            with tempfile.TemporaryDirectory() as workdir:
+                result, config_out, plan_json = self.plan(workdir, args)
+                self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+                self.assertIn(f"recommended: {name}", result.stdout)
+                self.assertIn("<- fastest that fits", result.stdout)
+                with open(config_out) as handle:
+                    config = json.load(handle)
+                zero = config["zero_optimization"]
+                self.assertEqual(zero["stage"], stage, name)
+                self.assertEqual(zero.get("offload_optimizer", {}).get("device"), optimizer, name)
+                self.assertEqual(zero.get("offload_param", {}).get("device"), parameters, name)
+                with open(plan_json) as handle:
+                    rows = json.load(handle)["rows"]
+                best = next(i for i, row in enumerate(rows) if row["fits"])
+                self.assertEqual(rows[best]["name"], name)
+                # Every faster combination was ruled out, with a reason.
+                for row in rows[:best]:
+                    self.assertTrue(row["limit"], row["name"])
+                if optimizer is None:
+                    checked = run(["check-config", config_out, "--world-size", "8"])
+                    self.assertEqual(checked.returncode, 0, checked.stdout + checked.stderr)
+
+    def test_nothing_fits_is_refused(self):
+        with tempfile.TemporaryDirectory() as workdir:
+            result, _, _ = self.plan(workdir, ["--params", "20e9", "--largest-layer-params", "2e8",
+                                               "--gpus-per-node", "8", "--gpu-mem", "40GiB",
+                                               "--cpu-mem", "64GiB"])
+            self.assertEqual(result.returncode, 1)
+            self.assertIn("nothing fits", result.stderr)
+            self.assertIn("--nvme-bandwidth", result.stderr)
+
+    def test_predictions_match_measured_peaks(self):
+        # The plan's fp32 model states per rank against the memory tracker of real runs at
+        # 4 ranks, for stages 0-3 (within 10%), and its activation estimate.
+        with tempfile.TemporaryDirectory() as workdir:
+            model = os.path.join(workdir, "plan_model.yaml")
+            with open(model, "w") as handle:
+                handle.write(PLAN_MODEL)
+            result, _, plan_json = self.plan(workdir, ["--model", model, "--gpus-per-node", "4",
+                                                       "--gpu-mem", "1GiB", "--cpu-mem", "1GiB",
+                                                       "--micro-batch", "2", "--seq", "32"])
+            self.assertEqual(result.returncode, 0, result.stderr)
+            with open(plan_json) as handle:
+                plan = json.load(handle)
+            for row in plan["rows"]:
+                if row["offload_optimizer"] != "none" or row["offload_param"] != "none":
+                    continue
+                config = os.path.join(workdir, f"stage{row['stage']}.json")
+                with open(config, "w") as handle:
+                    json.dump(row["config"], handle)
+                summary, _, _ = train_config(workdir, config, 4, 2, ["--seq-len", "32"], model=model)
+                for rank in summary["peak_bytes"]:
+                    device = rank["device"]
+                    measured = device["parameters"] + device["gradients"] + device["optimizer_states"]
+                    predicted = row["gpu_model_states"]
+                    self.assertLessEqual(abs(measured - predicted), 0.1 * measured,
+                                         f"{row['name']} rank {rank['rank']}: plan {predicted}, "
+                                         f"measured {measured}")
+                    self.assertLessEqual(abs(device["activations"] - plan["activation_bytes"]),
+                                         0.1 * device["activations"], row["name"])
+
+
 def read_safetensors(path):
     """{name: (shape, list of floats)} from a safetensors file of F32 tensors (no numpy)."""
     with open(path, "rb") as handle:
