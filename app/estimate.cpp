@@ -85,15 +85,18 @@ int run_estimate(const EstimateOptions& options) {
   } catch (const std::exception& error) {
     return usage_error(error.what());
   }
+  // stdout is exactly DeepSpeed's output (scripts compare or parse it); remarks go to stderr.
   std::fputs(table.c_str(), stdout);
+  std::fflush(stdout);
   // DeepSpeed's table shows millions, truncated; with a model, show the exact counts it used.
   if (!options.model_path.empty()) {
     std::string counts = "counts: " + count_text(*total) + " total params (" + total_source + ")";
     if (largest)
       counts += ", " + count_text(*largest) + " largest layer params (" + largest_source + ")";
-    std::printf("%s\n", counts.c_str());
+    std::fprintf(stderr, "%s\n", counts.c_str());
   }
-  std::printf(
+  std::fprintf(
+      stderr,
       "note: DeepSpeed's formulas for fp16/bf16 mixed precision with Adam (18 bytes per "
       "parameter); zerotrain trains in fp32 today, so see `zerotrain plan` for what it needs.\n");
   return 0;

@@ -224,6 +224,7 @@ int run_plan(const PlanOptions& options) {
                       {"gpu_gradients", row.gpu_gradients},
                       {"gpu_optimizer_states", row.gpu_optimizer_states},
                       {"gpu_model_states", row.gpu_model_states()},
+                      {"gpu_model_states_per_node", row.gpu_model_states() * machine.gpus_per_node},
                       {"gpu_activations", row.gpu_activations},
                       {"cpu_per_node", row.cpu_per_node},
                       {"nvme_per_node", row.nvme_per_node},
@@ -256,6 +257,10 @@ int run_plan(const PlanOptions& options) {
                 chosen.optimizer != Offload::None
                     ? " (offload is planned; this build does not run it yet)"
                     : "");
+    std::printf("  per node: %s of model states on its %d GPU%s, %s in CPU memory, %s on NVMe\n",
+                size_text(chosen.gpu_model_states() * machine.gpus_per_node).c_str(),
+                machine.gpus_per_node, machine.gpus_per_node == 1 ? "" : "s",
+                size_text(chosen.cpu_per_node).c_str(), size_text(chosen.nvme_per_node).c_str());
     if (chosen.nvme_seconds > 0)
       std::printf("  NVMe streaming: about %.2f s per step at the given bandwidth\n",
                   chosen.nvme_seconds);
