@@ -508,6 +508,35 @@ class ZeroStages(unittest.TestCase):
             for rank in capped[0]["peak_bytes"]:
                 self.assertLessEqual(rank["device"]["total"], 8 << 20)
 
+    def test_stage3_trains_a_model_whose_parameters_exceed_the_cap(self):
+        # 3.2M parameters = 12.24 MiB of fp32 weights against a 12 MiB cap per rank: stage 0
+        # cannot even hold the parameters; stage 3 on 8 ranks keeps 16 bytes / 8 per parameter
+        # plus a few layers and trains, with DeepSpeed's default stage-3 settings.
+        with tempfile.TemporaryDirectory() as workdir:
+            model = os.path.join(workdir, "deep.yaml")
+            with open(model, "w") as handle:
+                handle.write("vocab_size: 256\nn_positions: 16\nn_embd: 128\nn_layer: 16\nn_head: 4\n")
+            configs = {}
+            for stage in (0, 3):
+                with open(os.path.join(DATA, "ds_stage0.json")) as handle:
+                    config = json.load(handle)
+                config["train_batch_size"] = 8
+                config["zero_optimization"] = {"stage": stage}
+                configs[stage] = os.path.join(workdir, f"deep_stage{stage}.json")
+                with open(configs[stage], "w") as handle:
+                    json.dump(config, handle)
+            cap = ["--device-memory-limit", "12MiB"]
+            failed = run(["train", "--config", configs[0], "--model", model, "--steps", "3"] + cap,
+                         ranks=8, cwd=workdir)
+            self.assertNotEqual(failed.returncode, 0)
+            self.assertIn("asked for 12.24 MiB of parameters", failed.stderr)
+            capped = train_config(workdir, configs[3], 8, 3, cap, model=model)
+            self.assertGreater(4 * capped[0]["parameters"], 12 << 20)  # the weights exceed the cap
+            for rank in capped[0]["peak_bytes"]:
+                self.assertLessEqual(rank["device"]["total"], 12 << 20)
+            free = train_config(workdir, configs[0], 1, 3, model=model)
+            self.assert_same_run(free, capped, "stage 3 on 8 ranks under the cap")
+
     def test_breakdown_reports_exposed_communication(self):
         with tempfile.TemporaryDirectory() as workdir:
             config = zero_config(workdir, 2, 1, overlap_comm=True, reduce_bucket_size=2000)
