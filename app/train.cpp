@@ -15,6 +15,7 @@
 #include "app/default_inputs.hpp"
 #include "app/report.hpp"
 #include "build_info.hpp"
+#include "git_revision.hpp"
 #include "comm/communicator.hpp"
 #include "config/config.hpp"
 #include "io/hdf5_tokens.hpp"

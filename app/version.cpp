@@ -7,6 +7,7 @@
 
 #include "app/commands.hpp"
 #include "build_info.hpp"
+#include "git_revision.hpp"
 #include "kernels/gemm.hpp"
 #ifdef ZT_HAVE_NCCL
 #include "comm/nccl_bootstrap.hpp"
@@ -20,23 +21,36 @@ namespace zt::app {
 std::string version_report() {
   std::ostringstream out;
   out << "zerotrain " << ZT_VERSION << " (git " << ZT_GIT_REVISION << ")\n";
-  out << "  build:     " << ZT_BUILD_TYPE << ", " << ZT_CXX_COMPILER << ", C++17\n";
+  out << "  build:     " << ZT_BUILD_TYPE << ", " << ZT_CXX_COMPILER << ", C++17"
+      << (std::string(ZT_CXX_FLAGS).find_first_not_of(' ') == std::string::npos
+              ? std::string()
+              : std::string(", flags ") + ZT_CXX_FLAGS)
+      << "\n";
+  out << "  options:   " << ZT_BUILD_OPTIONS << "\n";
+  out << "  source:    " << ZT_SOURCE_DIR << "\n";
   char mpi_library[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
   int length = 0;
   MPI_Get_library_version(mpi_library, &length);
   std::string mpi_text(mpi_library, static_cast<std::size_t>(length));
   if (auto cut = mpi_text.find_first_of(",\n"); cut != std::string::npos) mpi_text.resize(cut);
-  out << "  MPI:       " << mpi_text << " (MPI " << MPI_VERSION << "." << MPI_SUBVERSION << ")\n";
+  out << "  MPI:       " << mpi_text << " (MPI " << MPI_VERSION << "." << MPI_SUBVERSION << ")"
+#ifdef OMPI_MAJOR_VERSION
+      << ", built with Open MPI " << OMPI_MAJOR_VERSION << "." << OMPI_MINOR_VERSION << "."
+      << OMPI_RELEASE_VERSION
+#endif
+      << "\n";
   out << "  Kokkos:    " << ZT_KOKKOS_VERSION << ", backends " << ZT_KOKKOS_DEVICES << "\n";
   unsigned hdf5_major = 0, hdf5_minor = 0, hdf5_release = 0;
   H5get_libversion(&hdf5_major, &hdf5_minor, &hdf5_release);
   out << "  HDF5:      " << hdf5_major << "." << hdf5_minor << "." << hdf5_release
+      << " (built with " << H5_VERS_MAJOR << "." << H5_VERS_MINOR << "." << H5_VERS_RELEASE << ")"
 #ifdef H5_HAVE_PARALLEL
       << " (parallel)"
 #endif
       << "\n";
   out << "  GEMM:      " << kernels::gemm_library() << ", " << kernels::gemm_instruction_set()
       << "\n";
+  out << "  yaml-cpp:  " << ZT_YAML_CPP_VERSION << "\n";
 #ifdef ZT_HAVE_CUDA
   int runtime_version = 0;
   cudaRuntimeGetVersion(&runtime_version);
@@ -47,7 +61,8 @@ std::string version_report() {
   out << "  CUDA:      not built\n";
 #endif
 #ifdef ZT_HAVE_NCCL
-  out << "  NCCL:      " << comm::nccl_version() << "\n";
+  out << "  NCCL:      built with " << NCCL_MAJOR << "." << NCCL_MINOR << "." << NCCL_PATCH
+      << "; library " << comm::nccl_version() << "\n";
 #else
   out << "  NCCL:      not built\n";
 #endif

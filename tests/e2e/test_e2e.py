@@ -187,6 +187,19 @@ class Errors(unittest.TestCase):
             self.assertNotEqual(result.returncode, 0)
             self.assertIn("nope.h5", result.stderr)
 
+    def test_version_reports_the_build(self):
+        result = run(["--version"])
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for needle in ("zerotrain ", "(git ", "options:   ZT_ENABLE_CUDA=", "ZT_ENABLE_NCCL=",
+                       "MPI:       ", "Kokkos:    ", "backends ", "HDF5:      ", "GEMM:      ",
+                       "yaml-cpp:  ", "CUDA:      ", "NCCL:      "):
+            self.assertIn(needle, result.stdout)
+        # The revision is read at build time: it names the commit the tests run from.
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=HERE,
+                              capture_output=True, text=True)
+        if head.returncode == 0:
+            self.assertIn(f"(git {head.stdout.strip()}", result.stdout)
+
     def test_config_without_model_is_a_usage_error(self):
         result = run(["train", "--config", os.path.join(DATA, "ds_stage0.json")], ranks=1)
         self.assert_fails(result, "--model")
