@@ -79,6 +79,69 @@ nlohmann::json memory_to_json(const std::vector<RankMemory>& ranks) {
   return list;
 }
 
+std::vector<RankPlacement> gather_placement(comm::Communicator& comm, int local_rank,
+                                            int local_size, int threads, const std::string& host) {
+  // Fixed-size records: four integers and up to 63 bytes of host name.
+  constexpr int kNameWords = 8;
+  constexpr int kFields = 4 + kNameWords;
+  std::vector<std::int64_t> mine(kFields, 0);
+  mine[0] = comm.rank();
+  mine[1] = local_rank;
+  mine[2] = local_size;
+  mine[3] = threads;
+  char name[kNameWords * 8] = {0};
+  std::strncpy(name, host.c_str(), sizeof name - 1);
+  std::memcpy(mine.data() + 4, name, sizeof name);
+  std::vector<std::int64_t> all(static_cast<std::size_t>(kFields) * comm.size());
+  comm.all_gather(mine.data(), all.data(), kFields, comm::DataType::Int64);
+  std::vector<RankPlacement> ranks(static_cast<std::size_t>(comm.size()));
+  for (int r = 0; r < comm.size(); ++r) {
+    const std::int64_t* fields = all.data() + static_cast<std::size_t>(r) * kFields;
+    auto& placement = ranks[static_cast<std::size_t>(r)];
+    placement.rank = static_cast<int>(fields[0]);
+    placement.local_rank = static_cast<int>(fields[1]);
+    placement.local_size = static_cast<int>(fields[2]);
+    placement.threads = static_cast<int>(fields[3]);
+    char text[kNameWords * 8];
+    std::memcpy(text, fields + 4, sizeof text);
+    text[sizeof text - 1] = '\0';
+    placement.host = text;
+  }
+  return ranks;
+}
+
+nlohmann::json placement_to_json(const std::vector<RankPlacement>& ranks) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& rank : ranks)
+    list.push_back({{"rank", rank.rank},
+                    {"local_rank", rank.local_rank},
+                    {"local_size", rank.local_size},
+                    {"threads", rank.threads},
+                    {"host", rank.host}});
+  return list;
+}
+
+std::string describe_placement(const std::vector<RankPlacement>& ranks) {
+  std::vector<std::string> hosts;
+  for (const auto& rank : ranks)
+    if (std::find(hosts.begin(), hosts.end(), rank.host) == hosts.end()) hosts.push_back(rank.host);
+  std::ostringstream out;
+  for (std::size_t h = 0; h < hosts.size(); ++h) {
+    if (h > 0) out << "; ";
+    out << hosts[h] << ": ranks";
+    std::string locals;
+    bool first = true;
+    for (const auto& rank : ranks) {
+      if (rank.host != hosts[h]) continue;
+      out << (first ? " " : ",") << rank.rank;
+      locals += (first ? "" : ",") + std::to_string(rank.local_rank);
+      first = false;
+    }
+    out << " (local " << locals << ")";
+  }
+  return out.str();
+}
+
 std::string format_memory_table(const std::vector<RankMemory>& ranks) {
   std::ostringstream out;
   char line[256];

@@ -27,6 +27,21 @@ struct RankMemory {
 std::vector<RankMemory> gather_memory(comm::Communicator& comm);
 
 nlohmann::json memory_to_json(const std::vector<RankMemory>& ranks);
+
+/// Where every rank runs: host, local rank (from MPI), threads. Collective.
+struct RankPlacement {
+  int rank = 0;
+  int local_rank = 0;
+  int local_size = 1;
+  int threads = 1;
+  std::string host;
+};
+std::vector<RankPlacement> gather_placement(comm::Communicator& comm, int local_rank,
+                                            int local_size, int threads,
+                                            const std::string& host);
+nlohmann::json placement_to_json(const std::vector<RankPlacement>& ranks);
+/// "vm: ranks 0-1 (local 0-1)" per host, hosts in rank order.
+std::string describe_placement(const std::vector<RankPlacement>& ranks);
 /// Human-readable table of the per-rank peaks (rank 0 prints it).
 std::string format_memory_table(const std::vector<RankMemory>& ranks);
 

@@ -15,9 +15,9 @@
 #include "app/default_inputs.hpp"
 #include "app/report.hpp"
 #include "build_info.hpp"
-#include "git_revision.hpp"
 #include "comm/communicator.hpp"
 #include "config/config.hpp"
+#include "git_revision.hpp"
 #include "io/hdf5_tokens.hpp"
 #include "io/safetensors_writer.hpp"
 #include "io/sampler.hpp"
@@ -461,6 +461,9 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
   print(concat("zerotrain ", ZT_VERSION, " (git ", ZT_GIT_REVISION, ")"));
   print(concat("  ranks        ", process.world_size, " (", process.local_size,
                " on this node), launched by ", process.launcher));
+  const auto placement = gather_placement(*comm, process.local_rank, process.local_size,
+                                          process.host_threads, process.hostname);
+  print(concat("  placement    ", describe_placement(placement)));
   print(concat("  backend      ", place_description(device), ", collectives over MPI",
                comm->progresses_asynchronously() ? " (progress thread: overlap_comm can hide them)"
                                                  : " (progress only while waiting)"));
@@ -564,6 +567,8 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
   summary["losses"] = losses;
   summary["tokens_per_second"] = tokens_per_second;
   summary["world_size"] = process.world_size;
+  summary["placement"] = placement_to_json(placement);
+  summary["launcher"] = process.launcher;
   summary["zero_stage"] = cfg.zero.stage;
   summary["steps"] = run.steps;
   summary["train_batch_size"] = cfg.train_batch_size;

@@ -53,6 +53,10 @@ class Training(unittest.TestCase):
                 self.assertIn(key, summary)
             self.assertEqual(summary["world_size"], 2)
             self.assertEqual(summary["zero_stage"], 0)
+            # Ranks and local ranks come from MPI (one node here).
+            self.assertEqual([(p["rank"], p["local_rank"], p["local_size"]) for p in summary["placement"]],
+                             [(0, 0, 2), (1, 1, 2)])
+            self.assertIn("placement", result.stdout)
             self.assertEqual(len(summary["losses"]), 3)
             self.assertEqual(summary["final_loss"], summary["losses"][-1])
             self.assertEqual(len(summary["peak_bytes"]), 2)
