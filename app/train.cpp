@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <set>
@@ -372,6 +373,20 @@ void save_weights(zero::Engine& engine, const model::Gpt& model, const std::stri
 int train(runtime::Environment& environment, const TrainOptions& options) {
   const auto& process = environment.info();
   runtime::Stopwatch run_watch;
+  // srun without a working MPI plugin starts N copies of a one-rank job that would each train
+  // alone (and overwrite each other's outputs): refuse instead. Only singletons are suspect:
+  // under mpirun inside an allocation the ranks inherit the step of mpirun's daemons, and
+  // mpirun sets OMPI_COMM_WORLD_SIZE.
+  if (const char* step_tasks = std::getenv("SLURM_STEP_NUM_TASKS");
+      step_tasks != nullptr && process.world_size == 1 &&
+      std::getenv("OMPI_COMM_WORLD_SIZE") == nullptr) {
+    const int tasks = std::atoi(step_tasks);
+    if (tasks > 1)
+      throw UserError(concat("Slurm started ", tasks, " tasks but MPI sees ", process.world_size,
+                             " rank", process.world_size == 1 ? "" : "s",
+                             ": launch with srun --mpi=pmix (see `srun --mpi=list`), so the tasks "
+                             "join one MPI job"));
+  }
   RunInputs run = resolve_inputs(options, process.world_size);
   const auto& cfg = run.config;
 

@@ -14,3 +14,6 @@ shellcheck "${scripts[@]}"
 echo "== ctest"
 cd "$build_dir"
 ctest --output-on-failure -j "$(nproc)" --timeout 900
+
+echo "== Slurm: jobscripts/slurm/train-cpu.sbatch on a one-node Slurm (skips unless root)"
+ZT_BUILD_DIR=$build_dir "$repo/jobscripts/local/slurm-test.sh"

@@ -8,6 +8,9 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 deps_prefix=${ZT_DEPS_PREFIX:-$repo/.deps}
 
 # openssh-client: Open MPI's mpirun looks for an rsh/ssh agent even for jobs on one node.
+# slurmctld, slurmd, slurm-client, munge: the one-node Slurm of jobscripts/local/slurm-test.sh
+# (srun --mpi=pmix is in slurm-wlm-basic-plugins, which they pull in); libpmix-dev: that
+# plugin dlopens pmix2/lib/libpmix.so, a name only the -dev package ships.
 debian_packages=(
   build-essential cmake pkg-config dpkg-dev
   libopenmpi-dev openmpi-bin openssh-client
@@ -16,6 +19,7 @@ debian_packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libaio-dev liburing-dev libcli11-dev nlohmann-json3-dev
   python3 shellcheck
+  slurmctld slurmd slurm-client munge libpmix-dev
 )
 
 missing=()

@@ -191,6 +191,15 @@ class Errors(unittest.TestCase):
             self.assertNotEqual(result.returncode, 0)
             self.assertIn("nope.h5", result.stderr)
 
+    def test_srun_without_mpi_plugin_is_refused(self):
+        # What `srun -n 2` without --mpi=pmix looks like from inside: two singletons.
+        env = dict(ENV, SLURM_STEP_NUM_TASKS="2")
+        result = subprocess.run([ZEROTRAIN, "train", "--steps", "1"], env=env, capture_output=True,
+                                text=True, timeout=120)
+        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+        self.assertIn("Slurm started 2 tasks but MPI sees 1 rank", result.stderr)
+        self.assertIn("--mpi=pmix", result.stderr)
+
     def test_version_reports_the_build(self):
         result = run(["--version"])
         self.assertEqual(result.returncode, 0, result.stderr)

@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# End-to-end test of jobscripts/slurm/train-cpu.sbatch on a real one-node Slurm started here:
+# munged, slurmctld and slurmd run as root from a temporary directory (their own config, key,
+# socket, spool, state and logs; no cgroups, so it works in containers), the job script is
+# submitted with 2 tasks and a short run, and its output and summary are checked. Every daemon
+# it started is stopped and the directory removed on exit.
+# Skips (exit 0) when not root, or when Slurm is missing and cannot be installed.
+#   jobscripts/local/slurm-test.sh                 # uses build/app/zerotrain
+#   ZT_BUILD_DIR=build-x jobscripts/local/slurm-test.sh
+#   ZT_SLURM_TEST_KEEP=1 ...         # keep the temporary directory (logs, job output)
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+build_dir=${ZT_BUILD_DIR:-$repo/build}
+zerotrain=${ZT_BIN:-$build_dir/app/zerotrain}
+steps=${ZT_SLURM_TEST_STEPS:-10}
+started=$SECONDS
+
+say() { echo "slurm-test: $*"; }
+fail() {
+  echo "slurm-test: FAIL: $*" >&2
+  exit 1
+}
+
+if [[ $(id -u) -ne 0 ]]; then
+  say "SKIP: starting slurmctld, slurmd and munged needs root"
+  exit 0
+fi
+# libpmix-dev: Slurm's mpi_pmix plugin dlopens pmix2/lib/libpmix.so, the unversioned name
+# only the -dev package ships.
+packages=(slurmctld slurmd slurm-client munge libpmix-dev)
+need_install=0
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_install=1
+done
+if ((need_install)); then
+  say "installing ${packages[*]}"
+  if ! DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -q --no-install-recommends \
+    "${packages[@]}" >/dev/null 2>&1; then
+    say "SKIP: Slurm is not installed and apt-get could not install ${packages[*]}"
+    exit 0
+  fi
+fi
+[[ -x $zerotrain ]] || fail "no executable $zerotrain (build first, or set ZT_BUILD_DIR / ZT_BIN)"
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/zt-slurm.XXXXXX")
+chmod 711 "$tmp" # munged wants its socket directory searchable by all
+pids=()
+# The processes whose working directory is under $1.
+processes_in() {
+  local proc cwd
+  for proc in /proc/[0-9]*; do
+    cwd=$(readlink "$proc/cwd" 2>/dev/null) || continue
+    [[ $cwd == "$1" || $cwd == "$1"/* ]] && echo "${proc#/proc/}"
+  done
+  return 0
+}
+cleanup() {
+  local rc=$?
+  set +e
+  # Jobs first (their slurmstepd processes belong to slurmd), then the daemons, newest first.
+  if [[ -S $tmp/munge.socket ]] && ((${#pids[@]} > 1)); then
+    timeout 10 scancel --quiet --full --partition=zt >/dev/null 2>&1
+    for _ in $(seq 20); do
+      [[ -z $(timeout 5 squeue -h -p zt 2>/dev/null) ]] && break
+      sleep 0.5
+    done
+  fi
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do kill -TERM "${pids[i]}" 2>/dev/null; done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.2
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      say "daemon $pid ignored SIGTERM; killing it"
+      kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+  done
+  # What the jobs left (slurmstepd, tasks) works in the temporary directory: wait, then kill.
+  for _ in $(seq 25); do
+    mapfile -t leftover < <(processes_in "$tmp")
+    ((${#leftover[@]})) || break
+    sleep 0.2
+  done
+  if ((${#leftover[@]})); then
+    say "killing processes left in $tmp: ${leftover[*]}"
+    kill -KILL "${leftover[@]}" 2>/dev/null
+  fi
+  if ((rc != 0)); then
+    # The daemons' stderr repeats their log; it matters when they stop before opening the log.
+    for log in "$tmp"/*.stderr "$tmp"/*.log "$tmp"/job/*.out; do
+      [[ -f $log ]] || continue
+      echo "---- ${log##*/} (last 20 lines)" >&2
+      tail -n 20 "$log" >&2
+    done
+  fi
+  if [[ -n ${ZT_SLURM_TEST_KEEP:-} ]]; then say "kept $tmp"; else rm -rf "$tmp"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Two free TCP ports for slurmctld and slurmd, so that a Slurm already on the machine is left alone.
+free_ports=$(python3 - <<'PY'
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+)
+read -r ctld_port slurmd_port <<<"$free_ports"
+
+host=$(hostname -s)
+# The CPUs this process may use (nproc would also obey OMP_NUM_THREADS). On a 1-CPU machine the
+# node claims 2 (config_overrides below) so that the 2-task job fits; no binding then.
+cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+task_plugin=task/affinity
+if ((cpus < 2)); then
+  cpus=2
+  task_plugin=task/none
+fi
+# 90% of the memory: slurmd drains a node that has less than slurm.conf claims.
+memory_mib=$(awk '/^MemTotal:/ {print int($2 * 0.9 / 1024)}' /proc/meminfo)
+mkdir -p "$tmp/state" "$tmp/spool" "$tmp/run" "$tmp/tmpfs"
+
+# munged with its own key, socket, seed, pid and log: the machine's munge (if any) is untouched.
+dd if=/dev/urandom of="$tmp/munge.key" bs=1024 count=1 status=none
+chmod 400 "$tmp/munge.key"
+munged --foreground --force --key-file="$tmp/munge.key" --socket="$tmp/munge.socket" \
+  --pid-file="$tmp/munged.pid" --seed-file="$tmp/munge.seed" --log-file="$tmp/munged.log" \
+  >>"$tmp/munged.log" 2>&1 &
+pids+=($!)
+
+# slurm.conf: one node with this machine's CPUs and memory, one partition. proctrack/linuxproc
+# and task/affinity track and bind tasks without cgroups (no cgroup.conf needed, so it works in
+# containers); config_overrides: slurmd trusts this file over the hardware it detects (a
+# container's CPU limit); no accounting database.
+cat >"$tmp/slurm.conf" <<CONF
+ClusterName=zt-test
+SlurmctldHost=$host(127.0.0.1)
+SlurmctldPort=$ctld_port
+SlurmdPort=$slurmd_port
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$tmp/munge.socket
+StateSaveLocation=$tmp/state
+SlurmdSpoolDir=$tmp/spool
+SlurmctldPidFile=$tmp/run/slurmctld.pid
+SlurmdPidFile=$tmp/run/slurmd.pid
+SlurmctldLogFile=$tmp/slurmctld.log
+SlurmdLogFile=$tmp/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=$task_plugin
+SlurmdParameters=config_overrides
+TmpFS=$tmp/tmpfs
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/builtin
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+SlurmdTimeout=30
+InactiveLimit=0
+KillWait=5
+MinJobAge=300
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus Sockets=1 CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=$memory_mib State=UNKNOWN
+PartitionName=zt Nodes=$host Default=YES MaxTime=INFINITE State=UP
+CONF
+export SLURM_CONF=$tmp/slurm.conf
+
+for _ in $(seq 50); do
+  [[ -S $tmp/munge.socket ]] && break
+  sleep 0.1
+done
+[[ -S $tmp/munge.socket ]] || fail "munged did not start"
+
+slurmctld -D -i -f "$SLURM_CONF" >"$tmp/slurmctld.stderr" 2>&1 &
+pids+=($!)
+slurmd -D -f "$SLURM_CONF" -N "$host" >"$tmp/slurmd.stderr" 2>&1 &
+pids+=($!)
+
+# Wait (at most 60 s) for the node to report idle.
+state=
+for _ in $(seq 120); do
+  state=$(timeout 5 sinfo -h -n "$host" -o %T 2>/dev/null || true)
+  [[ $state == idle ]] && break
+  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || fail "daemon $pid exited during start-up"; done
+  sleep 0.5
+done
+[[ $state == idle ]] || fail "node $host is '${state:-unknown}' after 60 s, not idle"
+say "Slurm $(sinfo -V | awk '{print $2}') up in $((SECONDS - started)) s: node $host, $cpus CPUs, ${memory_mib} MiB"
+
+# srun --mpi=pmix must list the plugin and wire up tasks (SLURM_LOCALID 0 and 1 on one node).
+timeout 10 srun --mpi=list 2>&1 | grep -q pmix || fail "srun --mpi=list has no pmix"
+localids=$(timeout 60 srun --mpi=pmix -N 1 -n 2 -l printenv SLURM_LOCALID 2>&1 | sort | tr '\n' ' ')
+[[ $localids == "0: 0 1: 1 " ]] || fail "srun --mpi=pmix -n 2: local ids '$localids', expected '0: 0 1: 1'"
+
+# The job: 2 tasks of 1 CPU each, a short run, output and summary in the temporary directory.
+out=$tmp/job
+mkdir -p "$out"
+job_rc=0
+job_id=$(ZT_BIN=$zerotrain ZT_STEPS=$steps ZT_OUTPUT_DIR=$out/run \
+  timeout 240 sbatch --wait --parsable --partition=zt --nodes=1 --ntasks-per-node=2 \
+  --cpus-per-task=1 --time=00:05:00 --chdir="$out" --output="$out/job-%j.out" \
+  "$repo/jobscripts/slurm/train-cpu.sbatch") || job_rc=$?
+job_id=${job_id%%;*}
+log=$out/job-$job_id.out
+if [[ -f $log ]]; then
+  echo "---- job $job_id output (banner and steps)"
+  grep -E '^(job |zerotrain |  (ranks|kokkos|run) |step |  final loss|srun|slurmstepd)' "$log" || true
+  echo "----"
+fi
+((job_rc != 124)) || fail "job $job_id did not finish within 240 s"
+((job_rc == 0)) || fail "sbatch --wait of job $job_id exited $job_rc"
+job_record=$(timeout 10 scontrol show job --oneliner "$job_id" || true)
+job_state=$(grep -oE 'JobState=[A-Z_]+' <<<"$job_record" || true)
+job_exit=$(grep -oE ' ExitCode=[0-9:]+' <<<"$job_record" || true)
+[[ $job_state == JobState=COMPLETED && $job_exit == " ExitCode=0:0" ]] ||
+  fail "job $job_id: ${job_state:-no state} ${job_exit:-no exit code}"
+
+grep -qE "^  ranks        2 \(2 on this node\), launched by srun \(Slurm job $job_id\)$" "$log" ||
+  fail "the banner does not say 2 ranks, 2 on this node, launched by srun in job $job_id"
+grep -qE '^  placement    [^:]+: ranks 0,1 \(local 0,1\)$' "$log" ||
+  fail "the banner does not place ranks 0,1 as local ranks 0,1 on one host"
+grep -qE '^  kokkos .* 1 thread per rank' "$log" || fail "OMP_NUM_THREADS did not follow --cpus-per-task=1"
+grep -qE "^step +$steps/$steps \| loss [0-9]" "$log" || fail "no loss reported for step $steps"
+python3 - "$out/run/summary.json" "$steps" <<'PY' || fail "summary $out/run/summary.json is wrong"
+import json, math, sys
+summary = json.load(open(sys.argv[1]))
+steps = int(sys.argv[2])
+assert summary["world_size"] == 2, summary["world_size"]
+assert len(summary["losses"]) == steps, len(summary["losses"])
+assert math.isfinite(summary["final_loss"]) and summary["final_loss"] > 0, summary["final_loss"]
+assert len(summary["peak_bytes"]) == 2 if isinstance(summary["peak_bytes"], list) else True
+# Ranks and local ranks as the application took them from MPI (one node: local = global).
+placement = [(p["rank"], p["local_rank"], p["local_size"]) for p in summary["placement"]]
+assert placement == [(0, 0, 2), (1, 1, 2)], placement
+assert summary["launcher"].startswith("srun"), summary["launcher"]
+print(f"slurm-test: summary: world size 2, {steps} losses, final loss {summary['final_loss']:.4f}")
+PY
+say "PASS in $((SECONDS - started)) s (job $job_id: 2 ranks by srun --mpi=pmix, exit 0)"
