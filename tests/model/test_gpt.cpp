@@ -4,8 +4,10 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "memory/tracker.hpp"
 #include "model/gpt.hpp"
 #include "tests/kernels/gradient_check.hpp"
 
@@ -290,3 +292,23 @@ TEST(Gpt, FlopsPerTokenMatchesTheLlmcCount) {
 }
 
 }  // namespace
+
+TEST(Gpt, ActivationBytesIsWhatTheModelAllocates) {
+  // The planner predicts activation memory with Gpt::activation_bytes; it must equal what the
+  // tracker counts when the model is built.
+  auto& tracker = zt::memory::Tracker::instance();
+  for (const auto& [B, T] : {std::pair<int, int>{1, 8}, {3, 16}, {2, 5}}) {
+    zt::model::GptConfig config;
+    config.vocab_size = 29;
+    config.n_positions = 16;
+    config.n_embd = 24;
+    config.n_layer = 3;
+    config.n_head = 3;
+    const auto before =
+        tracker.usage(zt::memory::Place::Device, zt::memory::Kind::Activations).current;
+    zt::model::Gpt model(config, B, T);
+    const auto allocated =
+        tracker.usage(zt::memory::Place::Device, zt::memory::Kind::Activations).current - before;
+    EXPECT_EQ(allocated, zt::model::Gpt::activation_bytes(config, B, T)) << B << " x " << T;
+  }
+}
