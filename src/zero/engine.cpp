@@ -281,7 +281,9 @@ double Engine::clip_gradients(bool& clipped) {
   } else {
     grads = grads_slice_.data();
     n = layout_.slice_elements();
-    sum_of_squares = comm_.all_reduce_scalar(optim::sum_of_squares(grads, n), comm::ReduceOp::Sum);
+    const double local = optim::sum_of_squares(grads, n);
+    runtime::ScopedTimer waiting(engine_waited_);
+    sum_of_squares = comm_.all_reduce_scalar(local, comm::ReduceOp::Sum);
   }
   const double norm = optim::global_norm_from_sum_of_squares(sum_of_squares);
   const double coefficient = optim::clip_coefficient(norm, settings_.gradient_clipping);
@@ -307,8 +309,11 @@ void Engine::optimizer_step(const optim::StepHyper& hyper) {
     auto& sums = optimizer_->tensor_norm_sums();
     const auto tensors = static_cast<std::int64_t>(layout_.entries().size());
     auto packed = optim::pack_split_norm_sums(sums, tensors);
-    comm_.all_reduce(packed.data(), packed.data(), static_cast<std::int64_t>(packed.size()),
-                     comm::DataType::Float64, comm::ReduceOp::Sum);
+    {
+      runtime::ScopedTimer waiting(engine_waited_);
+      comm_.all_reduce(packed.data(), packed.data(), static_cast<std::int64_t>(packed.size()),
+                       comm::DataType::Float64, comm::ReduceOp::Sum);
+    }
     optim::unpack_split_norm_sums(packed, sums);
   }
   for (std::int64_t begin = 0; begin < n; begin += piece)
@@ -327,6 +332,7 @@ void Engine::all_gather_parameters() {
         params_full_.data() + mine, params_full_.data() + begin,
         comm::split_range_by_rank(begin, end, slice, comm_.size()), comm::DataType::Float32));
   }
+  runtime::ScopedTimer waiting(engine_waited_);
   for (auto& handle : pending) handle.wait();
 }
 
@@ -390,6 +396,7 @@ StepResult Engine::train_step(const BatchFiller& fill) {
   {
     runtime::ScopedTimer timer(result.phases.reduction);
     if (stage == 0) reduce_gradients_stage0();
+    runtime::ScopedTimer waiting(engine_waited_);
     result.loss =
         comm_.all_reduce_scalar(loss_sum / accumulation, comm::ReduceOp::Sum) / comm_.size();
   }
