@@ -109,9 +109,8 @@ class Training(unittest.TestCase):
             h5 = os.path.join(workdir, "corpus.h5")
             result = run(["data", "from-text", text, h5])
             self.assertEqual(result.returncode, 0, result.stderr)
-            model = os.path.join(workdir, "bytes.yaml")
-            with open(model, "w") as handle:
-                handle.write("vocab_size: 256\nn_positions: 32\nn_embd: 32\nn_layer: 1\nn_head: 2\n")
+            model = write_model(workdir, "bytes.yaml", vocab_size=256, n_positions=32, n_embd=32,
+                                n_layer=1, n_head=2)
             summary = os.path.join(workdir, "s.json")
             result = run(["train", "--config", os.path.join(DATA, "ds_stage0.json"), "--model", model,
                           "--data", h5, "--steps", "5", "--summary-json", summary], ranks=2, cwd=workdir)
@@ -279,7 +278,7 @@ class Estimate(unittest.TestCase):
         self.assertIn("--params", result.stderr)
 
 
-PLAN_MODEL = "vocab_size: 64\nn_positions: 64\nn_embd: 192\nn_layer: 4\nn_head: 4\n"
+PLAN_MODEL = dict(vocab_size=64, n_positions=64, n_embd=192, n_layer=4, n_head=4)
 
 
 class Plan(unittest.TestCase):
@@ -336,9 +335,7 @@ class Plan(unittest.TestCase):
         # The plan's fp32 model states per rank against the memory tracker of real runs at
         # 4 ranks, for stages 0-3 (within 10%), and its activation estimate.
         with tempfile.TemporaryDirectory() as workdir:
-            model = os.path.join(workdir, "plan_model.yaml")
-            with open(model, "w") as handle:
-                handle.write(PLAN_MODEL)
+            model = write_model(workdir, "plan_model.yaml", **PLAN_MODEL)
             result, _, plan_json = self.plan(workdir, ["--model", model, "--gpus-per-node", "4",
                                                        "--gpu-mem", "1GiB", "--cpu-mem", "1GiB",
                                                        "--micro-batch", "2", "--seq", "32"])
@@ -381,11 +378,22 @@ def read_safetensors(path):
     return tensors
 
 
-def zero_config(workdir, stage, accumulation=1, **zero):
-    """ds_stage0.json with another ZeRO stage, accumulation and zero_optimization keys."""
+def write_model(workdir, name, **fields):
+    """A GPT model description (YAML) in workdir; returns its path."""
+    path = os.path.join(workdir, name)
+    with open(path, "w") as handle:
+        handle.write("".join(f"{key}: {value}\n" for key, value in fields.items()))
+    return path
+
+
+def zero_config(workdir, stage, accumulation=1, train_batch=None, **zero):
+    """ds_stage0.json with another ZeRO stage, accumulation (and global batch) and
+    zero_optimization keys."""
     with open(os.path.join(DATA, "ds_stage0.json")) as handle:
         config = json.load(handle)
     config["gradient_accumulation_steps"] = accumulation
+    if train_batch is not None:
+        config["train_batch_size"] = train_batch
     config["zero_optimization"] = dict({"stage": stage}, **zero)
     path = os.path.join(workdir, f"zero{stage}_gas{accumulation}_{len(os.listdir(workdir))}.json")
     with open(path, "w") as handle:
@@ -478,9 +486,8 @@ class ZeroStages(unittest.TestCase):
     def test_memory_per_rank_follows_zero(self):
         with tempfile.TemporaryDirectory() as workdir:
             # Eight layers: a layer's landing window is a small part of the model.
-            model = os.path.join(workdir, "deep.yaml")
-            with open(model, "w") as handle:
-                handle.write("vocab_size: 16\nn_positions: 32\nn_embd: 32\nn_layer: 8\nn_head: 2\n")
+            model = write_model(workdir, "deep.yaml", vocab_size=16, n_positions=32, n_embd=32,
+                                n_layer=8, n_head=2)
             peaks = {}
             for stage in (0, 1, 2, 3):
                 config = zero_config(workdir, stage, 1, reduce_bucket_size=3000,
@@ -508,18 +515,9 @@ class ZeroStages(unittest.TestCase):
 
     def test_stage3_trains_under_a_device_cap_where_stage0_fails(self):
         with tempfile.TemporaryDirectory() as workdir:
-            model = os.path.join(workdir, "mid.yaml")
-            with open(model, "w") as handle:
-                handle.write("vocab_size: 256\nn_positions: 32\nn_embd: 128\nn_layer: 4\nn_head: 4\n")
-            configs = {}
-            for stage in (0, 3):
-                with open(os.path.join(DATA, "ds_stage0.json")) as handle:
-                    config = json.load(handle)
-                config["train_batch_size"] = 8
-                config["zero_optimization"] = {"stage": stage}
-                configs[stage] = os.path.join(workdir, f"cap_stage{stage}.json")
-                with open(configs[stage], "w") as handle:
-                    json.dump(config, handle)
+            model = write_model(workdir, "mid.yaml", vocab_size=256, n_positions=32, n_embd=128,
+                                n_layer=4, n_head=4)
+            configs = {stage: zero_config(workdir, stage, train_batch=8) for stage in (0, 3)}
             cap = ["--device-memory-limit", "8MiB"]
             failed = run(["train", "--config", configs[0], "--model", model, "--steps", "3"] + cap,
                          ranks=4, cwd=workdir)
@@ -539,18 +537,9 @@ class ZeroStages(unittest.TestCase):
         # cannot even hold the parameters; stage 3 on 8 ranks keeps 16 bytes / 8 per parameter
         # plus a few layers and trains, with DeepSpeed's default stage-3 settings.
         with tempfile.TemporaryDirectory() as workdir:
-            model = os.path.join(workdir, "deep.yaml")
-            with open(model, "w") as handle:
-                handle.write("vocab_size: 256\nn_positions: 16\nn_embd: 128\nn_layer: 16\nn_head: 4\n")
-            configs = {}
-            for stage in (0, 3):
-                with open(os.path.join(DATA, "ds_stage0.json")) as handle:
-                    config = json.load(handle)
-                config["train_batch_size"] = 8
-                config["zero_optimization"] = {"stage": stage}
-                configs[stage] = os.path.join(workdir, f"deep_stage{stage}.json")
-                with open(configs[stage], "w") as handle:
-                    json.dump(config, handle)
+            model = write_model(workdir, "deep.yaml", vocab_size=256, n_positions=16, n_embd=128,
+                                n_layer=16, n_head=4)
+            configs = {stage: zero_config(workdir, stage, train_batch=8) for stage in (0, 3)}
             cap = ["--device-memory-limit", "12MiB"]
             failed = run(["train", "--config", configs[0], "--model", model, "--steps", "3"] + cap,
                          ranks=8, cwd=workdir)
