@@ -15,6 +15,7 @@
 #include "runtime/timer.hpp"
 #include "zero/gradient_reducer.hpp"
 #include "zero/parameter_coordinator.hpp"
+#include "zero/range_gather.hpp"
 
 namespace zt::zero {
 
@@ -323,14 +324,11 @@ void Engine::optimizer_step(const optim::StepHyper& hyper) {
 void Engine::all_gather_parameters() {
   // Stages 1-2: every rank updated its slice of the full parameters; share them.
   const std::int64_t n = layout_.padded_elements();
-  const std::int64_t slice = layout_.slice_elements();
   std::vector<comm::Handle> pending;
   for (std::int64_t begin = 0; begin < n; begin += settings_.allgather_bucket_size) {
     const std::int64_t end = std::min(n, begin + settings_.allgather_bucket_size);
-    const std::int64_t mine = std::clamp(slice_begin_, begin, end);
-    pending.push_back(comm_.all_gather_v_async(
-        params_full_.data() + mine, params_full_.data() + begin,
-        comm::split_range_by_rank(begin, end, slice, comm_.size()), comm::DataType::Float32));
+    pending.push_back(all_gather_range(comm_, layout_, params_full_.data() + slice_begin_, begin,
+                                       end, params_full_.data() + begin));
   }
   runtime::ScopedTimer waiting(engine_waited_);
   for (auto& handle : pending) handle.wait();
@@ -460,12 +458,9 @@ void Engine::gather_parameter(int index, float* out) {
               out);
     return;
   }
-  const std::int64_t slice = layout_.slice_elements();
-  const std::int64_t send_at = std::clamp(entry.offset, slice_begin_, slice_begin_ + slice);
-  comm_.all_gather_v(
-      params_slice_.data() + (send_at - slice_begin_), out,
-      comm::split_range_by_rank(entry.offset, entry.offset + entry.numel, slice, comm_.size()),
-      comm::DataType::Float32);
+  all_gather_range(comm_, layout_, params_slice_.data(), entry.offset, entry.offset + entry.numel,
+                   out)
+      .wait();
 }
 
 std::vector<float> Engine::gather_all_parameters() {

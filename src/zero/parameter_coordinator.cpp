@@ -6,6 +6,7 @@
 
 #include "runtime/error.hpp"
 #include "runtime/timer.hpp"
+#include "zero/range_gather.hpp"
 
 namespace zt::zero {
 
@@ -61,17 +62,12 @@ std::int64_t ParameterCoordinator::distance_to(int from, int to) const {
 }
 
 void ParameterCoordinator::refresh_persistent() {
-  const std::int64_t slice = layout_.slice_elements();
-  const std::int64_t slice_begin = layout_.slice_begin(comm_.rank());
   std::vector<comm::Handle> handles;
   for (std::size_t p = 0; p < states_.size(); ++p) {
     if (!states_[p].persistent || states_[p].buffer.empty()) continue;
     const auto& entry = layout_.entries()[p];
-    const std::int64_t send_at = std::clamp(entry.offset, slice_begin, slice_begin + slice);
-    handles.push_back(comm_.all_gather_v_async(
-        slice_ + (send_at - slice_begin), states_[p].buffer.data(),
-        comm::split_range_by_rank(entry.offset, entry.offset + entry.numel, slice, comm_.size()),
-        comm::DataType::Float32));
+    handles.push_back(all_gather_range(comm_, layout_, slice_, entry.offset,
+                                       entry.offset + entry.numel, states_[p].buffer.data()));
   }
   runtime::ScopedTimer timer(exposed_seconds_);
   for (auto& handle : handles) handle.wait();
@@ -98,13 +94,8 @@ bool ParameterCoordinator::start_gather(int parameter, bool prefetch) {
           layer_at(position_), " even after releasing every cached parameter: ", error.what()));
     }
   }
-  const std::int64_t slice = layout_.slice_elements();
-  const std::int64_t slice_begin = layout_.slice_begin(comm_.rank());
-  const std::int64_t send_at = std::clamp(entry.offset, slice_begin, slice_begin + slice);
-  state.gathering = comm_.all_gather_v_async(
-      slice_ + (send_at - slice_begin), state.buffer.data(),
-      comm::split_range_by_rank(entry.offset, entry.offset + entry.numel, slice, comm_.size()),
-      comm::DataType::Float32);
+  state.gathering = all_gather_range(comm_, layout_, slice_, entry.offset,
+                                     entry.offset + entry.numel, state.buffer.data());
   state.prefetched = prefetch;
   live_elements_ += entry.numel;
   peak_live_elements_ = std::max(peak_live_elements_, live_elements_);
