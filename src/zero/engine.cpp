@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "zero/engine.hpp"
 
-#include <Kokkos_Core.hpp>
-
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <stdexcept>
 #include <string>
 
+#include "kernels/host/layer_kernels.hpp"
 #include "memory/format.hpp"
 #include "optim/gradient_clipping.hpp"
 #include "runtime/error.hpp"
@@ -45,12 +44,6 @@ std::vector<std::vector<int>> layer_parameters(const model::Gpt& model) {
   for (int layer = 0; layer < model.num_layers_with_hooks(); ++layer)
     layers.push_back(model.parameters_of_layer(layer));
   return layers;
-}
-
-void fill_zero(float* values, std::int64_t n) {
-  Kokkos::parallel_for(
-      "zt::zero::fill_zero", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, n),
-      KOKKOS_LAMBDA(const std::int64_t i) { values[i] = 0.0f; });
 }
 
 std::int64_t clamp_bucket(std::int64_t elements) {
@@ -353,7 +346,7 @@ StepResult Engine::train_step(const BatchFiller& fill) {
   const int T = settings_.seq_len;
   const bool use_hooks = stage >= 2 || (stage == 1 && settings_.overlap_comm);
 
-  if (stage < 2) fill_zero(grads_full_.data(), layout_.padded_elements());
+  if (stage < 2) kernels::host::set_zero(grads_full_.data(), layout_.padded_elements());
   double loss_sum = 0;
   for (int micro = 0; micro < accumulation; ++micro) {
     const bool last = micro + 1 == accumulation;

@@ -7,6 +7,7 @@
 #include <climits>
 #include <stdexcept>
 
+#include "kernels/host/layer_kernels.hpp"
 #include "runtime/timer.hpp"
 
 namespace zt::zero {
@@ -14,13 +15,6 @@ namespace zt::zero {
 namespace {
 
 using HostRange = Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>;
-
-void set_zero(float* values, std::int64_t n) {
-  if (n <= 0) return;
-  Kokkos::parallel_for(
-      "zt::zero::set_zero", HostRange(0, n),
-      KOKKOS_LAMBDA(const std::int64_t i) { values[i] = 0.0f; });
-}
 
 }  // namespace
 
@@ -103,7 +97,7 @@ void GradientReducer::before_backward(int layer, model::GradTable& table) {
       active_low_ = own.end;
     }
     Window& window = *windows_[static_cast<std::size_t>(active_window_)];
-    set_zero(window_address(window, own.begin), own.size());
+    kernels::host::set_zero(window_address(window, own.begin), own.size());
     for (const int p : layers_.own_parameters[static_cast<std::size_t>(layer)])
       table[static_cast<std::size_t>(p)] =
           window_address(window, layout_.entries()[static_cast<std::size_t>(p)].offset);
@@ -113,7 +107,8 @@ void GradientReducer::before_backward(int layer, model::GradTable& table) {
     const auto& uses = layers_.parameters[static_cast<std::size_t>(layer)];
     if (std::find(uses.begin(), uses.end(), p) == uses.end()) continue;
     if (!shared_touched_[s]) {
-      set_zero(shared_gradients_[s].data(), static_cast<std::int64_t>(shared_gradients_[s].size()));
+      kernels::host::set_zero(shared_gradients_[s].data(),
+                              static_cast<std::int64_t>(shared_gradients_[s].size()));
       shared_touched_[s] = true;
     }
     table[static_cast<std::size_t>(p)] = shared_gradients_[s].data();
