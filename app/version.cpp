@@ -3,7 +3,10 @@
 #include <hdf5.h>
 #include <mpi.h>
 
+#include <filesystem>
 #include <sstream>
+#include <string>
+#include <system_error>
 
 #include "app/commands.hpp"
 #include "build_info.hpp"
@@ -18,16 +21,41 @@
 
 namespace zt::app {
 
+namespace {
+
+// The revision git describe found at build time; a source tree without .git (a Spack stage
+// restored from its source cache, a tarball) falls back to the commit the build was given.
+std::string git_revision() {
+  const std::string revision = ZT_GIT_REVISION;
+  const std::string commit = ZT_SOURCE_COMMIT;
+  if (revision == "unknown" && !commit.empty()) return commit.substr(0, 12);
+  return revision;
+}
+
+// Where the sources were: the origin the build was given (Spack: spec and commit, because its
+// stage is deleted after the install), else the source directory, which is checked now, at run
+// time, so that a directory that is gone is not printed as if it were there.
+std::string source_description() {
+  const std::string origin = ZT_SOURCE_ORIGIN;
+  const std::string directory = ZT_SOURCE_DIR;
+  std::error_code error;
+  const bool present = std::filesystem::is_directory(directory, error);
+  if (!origin.empty()) return present ? origin + " (sources in " + directory + ")" : origin;
+  return present ? directory : directory + " (removed since the build)";
+}
+
+}  // namespace
+
 std::string version_report() {
   std::ostringstream out;
-  out << "zerotrain " << ZT_VERSION << " (git " << ZT_GIT_REVISION << ")\n";
+  out << "zerotrain " << ZT_VERSION << " (git " << git_revision() << ")\n";
   out << "  build:     " << ZT_BUILD_TYPE << ", " << ZT_CXX_COMPILER << ", C++17"
       << (std::string(ZT_CXX_FLAGS).find_first_not_of(' ') == std::string::npos
               ? std::string()
               : std::string(", flags ") + ZT_CXX_FLAGS)
       << "\n";
   out << "  options:   " << ZT_BUILD_OPTIONS << "\n";
-  out << "  source:    " << ZT_SOURCE_DIR << "\n";
+  out << "  source:    " << source_description() << "\n";
   char mpi_library[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
   int length = 0;
   MPI_Get_library_version(mpi_library, &length);

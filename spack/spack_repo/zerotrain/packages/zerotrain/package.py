@@ -84,7 +84,10 @@ class Zerotrain(CMakePackage, CudaPackage):
         depends_on(f"kokkos cuda_arch={_arch}", when=f"+kokkos_cuda cuda_arch={_arch}")
 
     depends_on("googletest", type="test")
-    depends_on("python@3:", type="test")  # tests/e2e drives the executable from Python
+    # tests/e2e (Python) is configured with the tests, so CMake needs an interpreter even
+    # though check() leaves that label out; give Spack the system's as an external
+    # (spack/config/make-site-scope.sh does), or it builds Python and its ~25 dependencies.
+    depends_on("python@3:", type="test")
     depends_on("benchmark", when="+benchmarks")
 
     sanity_check_is_file = ["bin/zerotrain"]
@@ -103,6 +106,10 @@ class Zerotrain(CMakePackage, CudaPackage):
             self.define("Kokkos_ROOT", spec["kokkos"].prefix),
             self.define("HDF5_PREFER_PARALLEL", True),
             self.define("MPIEXEC_EXECUTABLE", join_path(spec["mpi"].prefix.bin, "mpiexec")),
+            # `zerotrain --version` names these instead of the stage, which is deleted after
+            # the install.
+            self.define("ZT_SOURCE_ORIGIN", self._source_origin()),
+            self.define("ZT_SOURCE_COMMIT", self._source_commit()),
         ]
         if spec.satisfies("gemm=onednn"):
             args.append(self.define("DNNL_ROOT", spec["onednn"].prefix))
@@ -115,6 +122,22 @@ class Zerotrain(CMakePackage, CudaPackage):
         if spec.satisfies("+nccl"):
             args.append(self.define("NCCL_ROOT", spec["nccl"].prefix))
         return args
+
+    def _source_commit(self):
+        """The commit concretization pinned (`commit=` of a git version), or empty."""
+        variants = self.spec.variants
+        return variants["commit"].value if "commit" in variants else ""
+
+    def _source_origin(self):
+        """What the build was made from, for `zerotrain --version`: the spec (name, version,
+        hash), then the commit and the repository it was fetched from, or that it is a develop
+        build (whose sources, the developer's tree, --version then names too)."""
+        spec = self.spec
+        origin = f"spack {spec.name}@{spec.version}/{spec.dag_hash(7)}"
+        if "dev_path" in spec.variants:
+            return f"{origin}, develop build"
+        commit = self._source_commit()
+        return f"{origin}, commit {commit} of {self.git}" if commit else origin
 
     def check(self):
         """Build-time tests (`spack install --test=root`): the unit and MPI tests. The e2e
