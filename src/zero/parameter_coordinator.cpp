@@ -9,6 +9,11 @@
 #include "zero/range_gather.hpp"
 
 namespace zt::zero {
+namespace {
+// Enough to keep the links busy (a layer has 12-16 tensors); few enough that polling them is
+// cheap.
+constexpr std::size_t kMaxPrefetchesInFlight = 64;
+}  // namespace
 
 ParameterCoordinator::ParameterCoordinator(const FlatLayout& layout, const LayerMap& layers,
                                            comm::Communicator& comm,
@@ -28,10 +33,69 @@ ParameterCoordinator::ParameterCoordinator(const FlatLayout& layout, const Layer
     }
   }
   layer_elements_.assign(static_cast<std::size_t>(layers_.num_layers()), 0);
-  for (int layer = 0; layer < layers_.num_layers(); ++layer)
-    for (const int p : layers_.parameters[static_cast<std::size_t>(layer)])
+  for (int layer = 0; layer < layers_.num_layers(); ++layer) {
+    const auto& list = layers_.parameters[static_cast<std::size_t>(layer)];
+    slots_ = std::max<std::int64_t>(slots_, static_cast<std::int64_t>(list.size()));
+    for (const int p : list)
       layer_elements_[static_cast<std::size_t>(layer)] +=
           entries[static_cast<std::size_t>(p)].numel;
+  }
+  elements_before_.assign(static_cast<std::size_t>(trace_length()) + 1, 0);
+  use_keys_.assign(entries.size(), {});
+  for (int position = 0; position < trace_length(); ++position) {
+    const int layer = layer_at(position);
+    elements_before_[static_cast<std::size_t>(position) + 1] =
+        elements_before_[static_cast<std::size_t>(position)] +
+        layer_elements_[static_cast<std::size_t>(layer)];
+    const auto& list = layers_.parameters[static_cast<std::size_t>(layer)];
+    for (std::size_t j = 0; j < list.size(); ++j)
+      use_keys_[static_cast<std::size_t>(list[j])].push_back(position * slots_ +
+                                                             static_cast<std::int64_t>(j));
+  }
+  window_.resize(entries.size());
+}
+
+// --- PrefetchWindow ----------------------------------------------------------------------------
+
+void ParameterCoordinator::PrefetchWindow::reset(std::int64_t keys) {
+  tree_.assign(static_cast<std::size_t>(keys) + 1, 0);
+  std::fill(key_.begin(), key_.end(), -1);
+  pending_.clear();
+}
+
+void ParameterCoordinator::PrefetchWindow::insert(int parameter, std::int64_t key,
+                                                  std::int64_t elements, bool gathered) {
+  key_[static_cast<std::size_t>(parameter)] = key;
+  for (std::size_t i = static_cast<std::size_t>(key) + 1; i < tree_.size(); i += i & (~i + 1))
+    tree_[i] += elements;
+  if (!gathered) pending_.insert({key, parameter});
+}
+
+void ParameterCoordinator::PrefetchWindow::erase(int parameter, std::int64_t elements) {
+  const std::int64_t key = key_[static_cast<std::size_t>(parameter)];
+  if (key < 0) return;
+  for (std::size_t i = static_cast<std::size_t>(key) + 1; i < tree_.size(); i += i & (~i + 1))
+    tree_[i] -= elements;
+  pending_.erase({key, parameter});
+  key_[static_cast<std::size_t>(parameter)] = -1;
+}
+
+void ParameterCoordinator::PrefetchWindow::mark_gathered(int parameter) {
+  const std::int64_t key = key_[static_cast<std::size_t>(parameter)];
+  if (key >= 0) pending_.erase({key, parameter});
+}
+
+void ParameterCoordinator::PrefetchWindow::mark_released(int parameter) {
+  const std::int64_t key = key_[static_cast<std::size_t>(parameter)];
+  if (key >= 0) pending_.insert({key, parameter});
+}
+
+std::int64_t ParameterCoordinator::PrefetchWindow::elements_before(std::int64_t key) const {
+  std::int64_t sum = 0;
+  for (std::size_t i = std::min(static_cast<std::size_t>(key), tree_.size() - 1); i > 0;
+       i -= i & (~i + 1))
+    sum += tree_[i];
+  return sum;
 }
 
 ParameterCoordinator::~ParameterCoordinator() {
@@ -48,17 +112,21 @@ bool ParameterCoordinator::uses(int position, int parameter) const {
   return std::find(list.begin(), list.end(), parameter) != list.end();
 }
 
+std::int64_t ParameterCoordinator::next_use_key(int parameter, int after) const {
+  const auto& keys = use_keys_[static_cast<std::size_t>(parameter)];
+  const auto next = std::lower_bound(keys.begin(), keys.end(), (after + 1) * slots_);
+  return next == keys.end() ? -1 : *next;
+}
+
 int ParameterCoordinator::next_use(int parameter, int after) const {
-  for (int position = after + 1; position < trace_length(); ++position)
-    if (uses(position, parameter)) return position;
-  return -1;
+  const std::int64_t key = next_use_key(parameter, after);
+  return key < 0 ? -1 : static_cast<int>(key / slots_);
 }
 
 std::int64_t ParameterCoordinator::distance_to(int from, int to) const {
-  std::int64_t elements = 0;
-  for (int position = from + 1; position < to; ++position)
-    elements += layer_elements_[static_cast<std::size_t>(layer_at(position))];
-  return elements;
+  if (to <= from + 1) return 0;
+  return elements_before_[static_cast<std::size_t>(to)] -
+         elements_before_[static_cast<std::size_t>(from) + 1];
 }
 
 void ParameterCoordinator::refresh_persistent() {
@@ -75,6 +143,8 @@ void ParameterCoordinator::refresh_persistent() {
 
 void ParameterCoordinator::begin_pass() {
   position_ = -1;
+  window_position_ = -2;
+  prefetches_in_flight_.clear();
 }
 
 bool ParameterCoordinator::start_gather(int parameter, bool prefetch) {
@@ -96,6 +166,7 @@ bool ParameterCoordinator::start_gather(int parameter, bool prefetch) {
   }
   state.gathering = all_gather_range(comm_, layout_, slice_, entry.offset,
                                      entry.offset + entry.numel, state.buffer.data());
+  window_.mark_gathered(parameter);
   state.prefetched = prefetch;
   live_elements_ += entry.numel;
   peak_live_elements_ = std::max(peak_live_elements_, live_elements_);
@@ -116,6 +187,7 @@ void ParameterCoordinator::release(int parameter) {
   if (state.persistent || state.buffer.empty()) return;
   wait_gather(parameter);  // never free a buffer a collective still writes
   state.buffer.release();
+  window_.mark_released(parameter);
   state.prefetched = false;
   live_elements_ -= layout_.entries()[static_cast<std::size_t>(parameter)].numel;
 }
@@ -158,23 +230,54 @@ void ParameterCoordinator::before_layer(int layer, bool backward, model::ParamTa
   prefetch_after(position_);
 }
 
+void ParameterCoordinator::move_window_to(int position) {
+  const auto& entries = layout_.entries();
+  auto numel = [&](int p) { return entries[static_cast<std::size_t>(p)].numel; };
+  auto gathered = [&](int p) { return !states_[static_cast<std::size_t>(p)].buffer.empty(); };
+  if (window_position_ >= 0 && position == window_position_ + 1) {
+    // One step along the trace: the layer that ran rejoins at its next use, the one that
+    // runs now leaves.
+    for (const int p : layers_.parameters[static_cast<std::size_t>(layer_at(window_position_))]) {
+      if (states_[static_cast<std::size_t>(p)].persistent || uses(position, p)) continue;
+      const std::int64_t key = next_use_key(p, position);
+      if (key >= 0) window_.insert(p, key, numel(p), gathered(p));
+    }
+    for (const int p : layers_.parameters[static_cast<std::size_t>(layer_at(position))])
+      window_.erase(p, numel(p));
+  } else {
+    window_.reset(static_cast<std::int64_t>(trace_length()) * slots_);
+    for (std::size_t p = 0; p < states_.size(); ++p) {
+      const int parameter = static_cast<int>(p);
+      if (states_[p].persistent || uses(position, parameter)) continue;
+      const std::int64_t key = next_use_key(parameter, position);
+      if (key >= 0) window_.insert(parameter, key, numel(parameter), gathered(parameter));
+    }
+  }
+  window_position_ = position;
+}
+
 void ParameterCoordinator::prefetch_after(int position) {
   if (settings_.prefetch_bucket_size <= 0) return;
-  std::int64_t ahead = 0;
-  std::vector<bool> counted(states_.size(), false);
-  for (int q = position + 1; q < trace_length(); ++q) {
-    for (const int p : layers_.parameters[static_cast<std::size_t>(layer_at(q))]) {
-      State& state = states_[static_cast<std::size_t>(p)];
-      if (state.persistent || counted[static_cast<std::size_t>(p)]) continue;
-      if (uses(position, p)) continue;  // the running layer's own: already here
-      counted[static_cast<std::size_t>(p)] = true;
-      if (ahead >= settings_.prefetch_bucket_size) return;
-      const std::int64_t numel = layout_.entries()[static_cast<std::size_t>(p)].numel;
-      ahead += numel;
-      if (!state.buffer.empty()) continue;  // gathered or in flight
-      if (live_elements_ + numel > settings_.max_live_parameters) return;
-      if (!start_gather(p, true)) return;
+  move_window_to(position);
+  // DeepSpeed's walk: along the trace, each parameter once, until the parameters passed hold
+  // prefetch_bucket_size elements (gathered ones count too); start what is not gathered yet,
+  // within stage3_max_live_parameters. Only the ones not gathered are visited.
+  const auto& pending = window_.pending();
+  for (auto next = pending.begin(); next != pending.end();) {
+    const auto [key, p] = *next;
+    ++next;  // start_gather takes p out of the set
+    if (window_.elements_before(key) >= settings_.prefetch_bucket_size) return;
+    const std::int64_t numel = layout_.entries()[static_cast<std::size_t>(p)].numel;
+    if (live_elements_ + numel > settings_.max_live_parameters) return;
+    while (!prefetches_in_flight_.empty()) {
+      State& oldest = states_[static_cast<std::size_t>(prefetches_in_flight_.front())];
+      if (oldest.gathering.pending() && !oldest.gathering.test()) break;
+      prefetches_in_flight_.pop_front();
     }
+    if (prefetches_in_flight_.size() >= kMaxPrefetchesInFlight)
+      return;  // more after the next layer
+    if (!start_gather(p, true)) return;
+    prefetches_in_flight_.push_back(p);
   }
 }
 

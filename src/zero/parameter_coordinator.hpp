@@ -16,6 +16,9 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
+#include <set>
+#include <utility>
 #include <vector>
 
 #include "comm/communicator.hpp"
@@ -74,16 +77,45 @@ class ParameterCoordinator {
     bool prefetched = false;              // gathered ahead of its use, not used since
   };
 
+  // The prefetch window, kept from layer to layer instead of rescanned, so that a step costs
+  // O(tensors log tensors) however many layers there are (a rescan per layer made deep models
+  // quadratic). It holds every non-persistent parameter used after `position` but not at it,
+  // keyed by its next use (trace position x slots + its place in the layer's list): the order
+  // in which DeepSpeed's prefetch walks the trace. Sums of sizes by key are a Fenwick tree;
+  // the parameters not gathered yet are in a set, in the same order.
+  class PrefetchWindow {
+   public:
+    void reset(std::int64_t keys);
+    void insert(int parameter, std::int64_t key, std::int64_t elements, bool gathered);
+    void erase(int parameter, std::int64_t elements);
+    void mark_gathered(int parameter);
+    void mark_released(int parameter);
+    std::int64_t key_of(int parameter) const { return key_[static_cast<std::size_t>(parameter)]; }
+    /// Elements of the window's parameters with keys below `key`.
+    std::int64_t elements_before(std::int64_t key) const;
+    /// The window's parameters not gathered yet, in key order.
+    const std::set<std::pair<std::int64_t, int>>& pending() const { return pending_; }
+    void resize(std::size_t parameters) { key_.assign(parameters, -1); }
+
+   private:
+    std::vector<std::int64_t> tree_;  // Fenwick tree of elements by key
+    std::vector<std::int64_t> key_;   // by parameter; -1 when not in the window
+    std::set<std::pair<std::int64_t, int>> pending_;
+  };
+
   int trace_length() const { return 2 * layers_.num_layers(); }
   int layer_at(int position) const;
   bool uses(int position, int parameter) const;
-  int next_use(int parameter, int after) const;      // trace position, or -1
+  int next_use(int parameter, int after) const;  // trace position, or -1
+  /// Key of the parameter's next use after `after` (see PrefetchWindow), or -1.
+  std::int64_t next_use_key(int parameter, int after) const;
   std::int64_t distance_to(int from, int to) const;  // parameter elements used in (from, to)
   bool start_gather(int parameter, bool prefetch);
   void wait_gather(int parameter);
   void release(int parameter);
   bool evict_for(std::int64_t elements, int keep_position);
   void prefetch_after(int position);
+  void move_window_to(int position);
 
   const FlatLayout& layout_;
   const LayerMap& layers_;
@@ -91,8 +123,19 @@ class ParameterCoordinator {
   CoordinatorSettings settings_;
   const float* slice_;
   std::vector<State> states_;
-  std::vector<std::int64_t> layer_elements_;  // non-persistent elements each layer reads
-  int position_ = -1;                         // trace position of the running layer
+  std::vector<std::int64_t> layer_elements_;  // parameter elements each layer reads
+  // Trace position p's layer reads elements_before_[p + 1] - elements_before_[p] elements.
+  std::vector<std::int64_t> elements_before_;
+  // Keys (trace position x slots_ + place in the layer's list) of every use, by parameter.
+  std::vector<std::vector<std::int64_t>> use_keys_;
+  std::int64_t slots_ = 1;  // the most parameters one layer reads
+  PrefetchWindow window_;
+  int window_position_ = -2;  // the trace position the window is for (-2: none)
+  // Prefetches started and not seen complete, oldest first. A model of many small tensors
+  // would otherwise put its whole prefetch bucket in flight at once, tens of thousands of
+  // collectives that the MPI library and the progress thread each scan on every poll.
+  std::deque<int> prefetches_in_flight_;
+  int position_ = -1;  // trace position of the running layer
   std::int64_t persistent_count_ = 0;
   std::int64_t persistent_elements_ = 0;
   std::int64_t live_elements_ = 0;
