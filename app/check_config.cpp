@@ -22,8 +22,7 @@ int run_check_config(int argc, char** argv, const CheckConfigOptions& options) {
         throw runtime::UserError(error.what());
       }
     }
-    const int world_size =
-        options.world_size > 0 ? options.world_size : environment.info().world_size;
+    const int world_size = options.world_size.value_or(environment.info().world_size);
     config::CommandLineOverrides overrides;
     overrides.learning_rate = options.trainer.learning_rate;
     overrides.adam_beta1 = options.trainer.adam_beta1;
@@ -38,9 +37,9 @@ int run_check_config(int argc, char** argv, const CheckConfigOptions& options) {
     overrides.fp16 = options.trainer.fp16;
     overrides.bf16 = options.trainer.bf16;
     try {
-      const auto resolved = config::load_config(options.config_path, overrides, facts, world_size,
-                                                overrides.max_steps ? *overrides.max_steps
-                                                                    : options.trainer.steps.value_or(0));
+      const auto resolved = config::load_config(
+          options.config_path, overrides, facts, world_size,
+          overrides.max_steps ? *overrides.max_steps : options.trainer.steps.value_or(0));
       if (auto problems = unsupported_by_engine(resolved); !problems.empty())
         throw config::ConfigError(problems);
       runtime::print(runtime::concat(options.config_path, ": ok for ", world_size, " rank",

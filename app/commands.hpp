@@ -29,20 +29,21 @@ struct TrainOptions {
   std::string dataset_name = "tokens";
   std::string output_dir;  // default: runs/default for the built-in job, else runs/<config stem>
   std::string summary_json;
-  std::int64_t seed = 42;
-  int seq_len = 0;  // 0: the model's n_positions
+  std::uint64_t seed = 42;
+  std::optional<int> seq_len;  // default: the model's n_positions
   std::string device_memory_limit;
   std::string save_weights;  // safetensors file of the final fp32 weights (empty: none)
-  int synthetic_order = 2;
-  int synthetic_branching = 0;  // 0: the source's default
-  std::int64_t synthetic_tokens = 0;
+  // The synthetic source's shape; given only without --data (they mean nothing with it).
+  std::optional<int> synthetic_order;  // default 2
+  std::optional<int> synthetic_branching;
+  std::optional<std::int64_t> synthetic_tokens;
   TrainerFlags trainer;
 };
 
 struct CheckConfigOptions {
   std::string config_path;
   std::string model_path;
-  int world_size = 0;  // 0: from MPI
+  std::optional<int> world_size;  // default: MPI's
   TrainerFlags trainer;
 };
 
@@ -72,6 +73,22 @@ struct PlanOptions {
   std::string config_out;  // write the recommended config here as well
   std::string json_out;    // the whole plan as JSON (for scripts and tests)
 };
+
+/// zerotrain data check: a token file as training would open and validate it. train runs it
+/// as a helper process per rank (its part of the scan), so that a damaged file crashing
+/// libhdf5 stops the job with a message instead of a signal.
+struct DataCheckOptions {
+  std::string path;
+  std::string dataset_name = "tokens";
+  int vocab_size = 0;  // 0: the file's vocab_size attribute, if any
+  int part = 0;
+  int parts = 1;
+  std::string memory_limit;  // address space cap (RLIMIT_AS), e.g. "4GiB"; empty: none
+};
+int run_data_check(const DataCheckOptions& options);
+
+/// A --seed: decimal digits only, 0 to 2^64-1; nullopt otherwise.
+std::optional<std::uint64_t> parse_seed(const std::string& text);
 
 int run_train(int argc, char** argv, const TrainOptions& options);
 int run_estimate(const EstimateOptions& options);

@@ -3,10 +3,18 @@
 // to one subcommand.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
+#include <vector>
 
 #include "app/commands.hpp"
+#include "config/schema.hpp"
+#include "files/files.hpp"
+#include "runtime/environment.hpp"
+#include "runtime/error.hpp"
 
 namespace {
 
@@ -38,6 +46,78 @@ void add_trainer_flags(CLI::App& command, zt::app::TrainerFlags& flags) {
   command.add_flag("--bf16", flags.bf16, "bf16.enabled")->group(group);
 }
 
+// CLI11's ExistingFile lets a FIFO through (whose open would block forever) and devices.
+const CLI::Validator kRegularFile(
+    [](std::string& path) -> std::string {
+      try {
+        zt::files::check_input_file(path, "");
+        return "";
+      } catch (const zt::files::FileError& error) {
+        return error.what();
+      }
+    },
+    "FILE");
+
+const CLI::Validator kFinitePositive(
+    [](std::string& text) -> std::string {
+      double value = 0;
+      if (!CLI::detail::lexical_cast(text, value) || !std::isfinite(value) || !(value > 0))
+        return "must be a positive finite number, got " + zt::files::quote(text);
+      return "";
+    },
+    "POSITIVE");
+
+// A seed is any 64-bit unsigned integer; CLI11 would clamp larger ones without a word.
+const CLI::Validator kSeed(
+    [](std::string& text) -> std::string {
+      if (zt::app::parse_seed(text)) return "";
+      return "must be an integer from 0 to 18446744073709551615, got " + zt::files::quote(text);
+    },
+    "SEED");
+
+// "zerotrain trian" reaches CLI11 as an unexpected positional argument; name the command.
+std::string unknown_command_message(CLI::App& app, int argc, char** argv) {
+  if (argc < 2 || argv[1][0] == '-') return "";
+  const std::string word = argv[1];
+  std::vector<std::string> commands;
+  for (const CLI::App* command : app.get_subcommands([](CLI::App*) { return true; }))
+    commands.push_back(command->get_name());
+  if (std::find(commands.begin(), commands.end(), word) != commands.end()) return "";
+  std::string message = "unknown command " + zt::files::quote(word);
+  std::string best;
+  std::size_t best_distance = std::max<std::size_t>(2, word.size() / 3) + 1;
+  for (const auto& command : commands) {
+    const std::size_t distance = zt::config::edit_distance(word, command);
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = command;
+    }
+  }
+  if (!best.empty()) message += "; did you mean '" + best + "'?";
+  std::string list;
+  for (const auto& command : commands) list += (list.empty() ? "" : ", ") + command;
+  return message + " (commands: " + list + "; zerotrain --help)";
+}
+
+// Under a launcher with several ranks, a rank that exits non-zero gets the others killed,
+// possibly before rank 0 has printed why; so usage errors go through MPI like every other
+// input error: rank 0 prints once, everyone leaves together.
+bool launched_with_several_ranks() {
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "SLURM_NTASKS"})
+    if (const char* value = std::getenv(name)) return std::atoi(value) > 1;
+  return false;
+}
+
+int usage_error(int argc, char** argv, const std::string& message) {
+  if (launched_with_several_ranks()) {
+    zt::runtime::Environment environment(argc, argv);
+    return environment.fail(zt::runtime::UserError(message));
+  }
+  std::fprintf(stderr, "zerotrain: error: %s\n",
+               zt::files::escaped(message, /*keep_newlines=*/true).c_str());
+  return 2;
+}
+
 bool is_rank_zero() {
   // Before MPI starts, the launchers' rank variables are the only way to keep usage errors
   // from being printed once per rank.
@@ -58,16 +138,19 @@ int main(int argc, char** argv) {
   auto* train_command = app.add_subcommand(
       "train", "Train a model (without --config/--model: the built-in default job)");
   train_command->add_option("--config", train.config_path, "DeepSpeed config (JSON or YAML)")
-      ->check(CLI::ExistingFile);
+      ->check(kRegularFile);
   train_command->add_option("--model", train.model_path, "Model: YAML or Hugging Face config.json")
-      ->check(CLI::ExistingFile);
+      ->check(kRegularFile);
   train_command->add_option("--data", train.data_path,
                             "HDF5 token file (default: the synthetic Markov source)");
   train_command->add_option("--dataset", train.dataset_name, "Dataset name inside --data")
       ->capture_default_str();
-  train_command->add_option("--seed", train.seed, "Seed of initialisation, data and sampler")
-      ->capture_default_str();
-  train_command->add_option("--seq-len", train.seq_len, "Sequence length (default: n_positions)");
+  std::string seed_text = "42";
+  train_command->add_option("--seed", seed_text, "Seed of initialisation, data and sampler")
+      ->capture_default_str()
+      ->check(kSeed);
+  train_command->add_option("--seq-len", train.seq_len, "Sequence length (default: n_positions)")
+      ->check(CLI::PositiveNumber);
   train_command->add_option("--output-dir", train.output_dir,
                             "Where outputs go (default: runs/default or runs/<config name>)");
   train_command->add_option(
@@ -82,28 +165,32 @@ int main(int argc, char** argv) {
   const char* synthetic = "Synthetic data";
   train_command
       ->add_option("--synthetic-order", train.synthetic_order,
-                   "Markov order of the synthetic source (>= 2)")
+                   "Markov order of the synthetic source (>= 2, default 2)")
       ->group(synthetic)
-      ->capture_default_str();
+      ->check(CLI::Range(2, 64));
   train_command
       ->add_option("--synthetic-branching", train.synthetic_branching,
                    "Possible next tokens per context")
-      ->group(synthetic);
+      ->group(synthetic)
+      ->check(CLI::PositiveNumber);
   train_command
       ->add_option("--synthetic-tokens", train.synthetic_tokens,
                    "Length of the generated token stream")
-      ->group(synthetic);
+      ->group(synthetic)
+      ->check(CLI::PositiveNumber);
   add_trainer_flags(*train_command, train.trainer);
 
   zt::app::CheckConfigOptions check;
   auto* check_command = app.add_subcommand("check-config", "Validate a DeepSpeed config");
   check_command->add_option("config", check.config_path, "DeepSpeed config (JSON or YAML)")
       ->required()
-      ->check(CLI::ExistingFile);
+      ->check(kRegularFile);
   check_command->add_option("--model", check.model_path, "Model description, to resolve \"auto\"")
-      ->check(CLI::ExistingFile);
-  check_command->add_option("--world-size", check.world_size,
-                            "Data-parallel ranks to check the batch sizes for (default: MPI's)");
+      ->check(kRegularFile);
+  check_command
+      ->add_option("--world-size", check.world_size,
+                   "Data-parallel ranks to check the batch sizes for (default: MPI's)")
+      ->check(CLI::PositiveNumber);
   add_trainer_flags(*check_command, check.trainer);
 
   zt::app::EstimateOptions estimate;
@@ -112,10 +199,13 @@ int main(int argc, char** argv) {
   estimate_command
       ->add_option("--model", estimate.model_path,
                    "Model: YAML or Hugging Face config.json (gives both counts)")
-      ->check(CLI::ExistingFile);
-  estimate_command->add_option("--params", estimate.params, "Total parameters, e.g. 2783e6");
-  estimate_command->add_option("--largest-layer-params", estimate.largest_layer_params,
-                               "Parameters of the largest layer, e.g. 65e6 (stage 3)");
+      ->check(kRegularFile);
+  estimate_command->add_option("--params", estimate.params, "Total parameters, e.g. 2783e6")
+      ->check(kFinitePositive);
+  estimate_command
+      ->add_option("--largest-layer-params", estimate.largest_layer_params,
+                   "Parameters of the largest layer, e.g. 65e6 (stage 3)")
+      ->check(kFinitePositive);
   estimate_command->add_option("--gpus-per-node", estimate.gpus_per_node)
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -132,10 +222,13 @@ int main(int argc, char** argv) {
   auto* plan_command = app.add_subcommand(
       "plan", "Every ZeRO stage and offload combination, fastest first, and the fastest that fits");
   plan_command->add_option("--model", plan.model_path, "Model: YAML or Hugging Face config.json")
-      ->check(CLI::ExistingFile);
-  plan_command->add_option("--params", plan.params, "Total parameters, e.g. 2783e6");
-  plan_command->add_option("--largest-layer-params", plan.largest_layer_params,
-                           "Parameters of the largest layer");
+      ->check(kRegularFile);
+  plan_command->add_option("--params", plan.params, "Total parameters, e.g. 2783e6")
+      ->check(kFinitePositive);
+  plan_command
+      ->add_option("--largest-layer-params", plan.largest_layer_params,
+                   "Parameters of the largest layer")
+      ->check(kFinitePositive);
   plan_command->add_option("--gpus-per-node", plan.gpus_per_node)
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -150,7 +243,8 @@ int main(int argc, char** argv) {
   plan_command->add_option("--micro-batch", plan.micro_batch)
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  plan_command->add_option("--seq", plan.seq_len, "Sequence length (default: n_positions)");
+  plan_command->add_option("--seq", plan.seq_len, "Sequence length (default: n_positions)")
+      ->check(CLI::PositiveNumber);
   plan_command->add_option("--config-out", plan.config_out,
                            "Also write the recommended config to this file");
   plan_command->add_option("--json", plan.json_out, "Write the whole plan as JSON to this file");
@@ -162,12 +256,52 @@ int main(int argc, char** argv) {
       "from-text", "Byte-level tokens (vocab 256) of a text file, as an HDF5 dataset 'tokens'");
   from_text->add_option("input", text_input, "Text file")->required();
   from_text->add_option("output", hdf5_output, "HDF5 file to write")->required();
+  zt::app::DataCheckOptions data_check;
+  auto* check_data = data_command->add_subcommand(
+      "check", "Open and validate a token file as training would (tokens within the vocabulary)");
+  check_data->add_option("file", data_check.path, "HDF5 token file")->required();
+  check_data->add_option("--dataset", data_check.dataset_name, "Dataset name inside the file")
+      ->capture_default_str();
+  check_data
+      ->add_option("--vocab-size", data_check.vocab_size,
+                   "Tokens must be below this (default: the file's vocab_size attribute)")
+      ->check(CLI::PositiveNumber);
+  check_data->add_option("--memory-limit", data_check.memory_limit,
+                         "Refuse to use more address space than this, e.g. 4GiB (train's "
+                         "helpers run with 4GiB)");
+  std::vector<int> data_check_part;
+  check_data
+      ->add_option("--part", data_check_part,
+                   "P N: check part P of N only, as each of N ranks does")
+      ->expected(2)
+      ->check(CLI::NonNegativeNumber);
 
+  if (const std::string unknown = unknown_command_message(app, argc, argv); !unknown.empty())
+    return usage_error(argc, argv, unknown);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
-    const int code = is_rank_zero() ? app.exit(error) : error.get_exit_code();
-    return code == 0 ? 0 : 2;  // --help is not an error; usage errors exit 2
+    if (error.get_exit_code() == 0) {  // --help: not an error
+      if (is_rank_zero()) app.exit(error);
+      return 0;
+    }
+    return usage_error(argc, argv,
+                       std::string(error.what()) + "\nRun with --help for more information.");
+  }
+  if (train_command->parsed()) {
+    train.seed = *zt::app::parse_seed(seed_text);
+    // They shape the synthetic source; with --data they would be ignored without a word.
+    if (!train.data_path.empty())
+      for (const char* flag : {"--synthetic-order", "--synthetic-branching", "--synthetic-tokens"})
+        if (train_command->count(flag) > 0)
+          return usage_error(
+              argc, argv,
+              std::string(flag) +
+                  " shapes the built-in synthetic data and has no effect with --data");
+    if (train.data_path.empty() && train_command->count("--dataset") > 0)
+      return usage_error(argc, argv,
+                         "--dataset names a dataset inside --data; without --data the built-in "
+                         "synthetic data is used");
   }
 
   if (show_version) {
@@ -177,6 +311,13 @@ int main(int argc, char** argv) {
   if (train_command->parsed()) return zt::app::run_train(argc, argv, train);
   if (check_command->parsed()) return zt::app::run_check_config(argc, argv, check);
   if (from_text->parsed()) return zt::app::run_data_from_text(text_input, hdf5_output);
+  if (check_data->parsed()) {
+    if (data_check_part.size() == 2) {
+      data_check.part = data_check_part[0];
+      data_check.parts = data_check_part[1];
+    }
+    return zt::app::run_data_check(data_check);
+  }
   if (estimate_command->parsed()) return zt::app::run_estimate(estimate);
   if (plan_command->parsed()) return zt::app::run_plan(plan);
   if (is_rank_zero()) std::fputs(app.help().c_str(), stdout);

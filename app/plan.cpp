@@ -15,7 +15,6 @@
 #include "memory/planner.hpp"
 #include "model/gpt.hpp"
 #include "model/gpt_config.hpp"
-#include "model/parameters.hpp"
 #include "report.hpp"
 #include "runtime/error.hpp"
 
@@ -36,57 +35,23 @@ double parse_size(const std::string& flag, const std::string& text) {
   }
 }
 
-memory::ModelShape shape_of(const model::GptConfig& config, int micro_batch, int seq_len,
-                            double persistence_threshold) {
-  memory::ModelShape shape;
-  const double C = config.n_embd;
-  shape.parameters = static_cast<double>(config.num_parameters());
-  shape.largest_module = static_cast<double>(config.largest_layer_parameters());
-  shape.layer = 12 * C * C + 13 * C;
-  shape.layers = config.n_layer;
-  shape.tied = static_cast<double>(config.vocab_size) * C;
-  const auto registry = model::build_parameter_registry(config);
-  double persistent = 0;
-  std::vector<bool> is_persistent;
-  for (const auto& info : registry) {
-    // The engine's rule (DeepSpeed's): small tensors stay gathered.
-    const bool small = static_cast<double>(info.numel) <= persistence_threshold;
-    is_persistent.push_back(small);
-    if (small) persistent += static_cast<double>(info.numel);
-  }
-  shape.persistent = persistent;
-  for (std::size_t p = 0; p < registry.size(); ++p) {
-    if (is_persistent[p]) continue;
-    const double numel = static_cast<double>(registry[p].numel);
-    const int layer = registry[p].layer;  // 0 embeddings, 1..L blocks, L+1 head
-    if (layer == 1) shape.gathered_layer += numel;
-    if (p == static_cast<std::size_t>(model::ParamIndex::wte)) {
-      shape.gathered_first += numel;
-      shape.gathered_last += numel;
-    } else if (layer == 0) {
-      shape.gathered_first += numel;
-    } else if (layer == config.n_layer + 1) {
-      shape.gathered_last += numel;
-    }
-  }
-  shape.activation_bytes =
-      static_cast<double>(model::Gpt::activation_bytes(config, micro_batch, seq_len));
-  // With activation checkpointing (Megatron's estimate): every block keeps its input, one block
-  // at a time is recomputed in full.
-  auto one_layer = config;
-  one_layer.n_layer = 1;
-  const double inputs = 4.0 * micro_batch * seq_len * C * config.n_layer;
-  shape.activation_bytes_checkpointed =
-      inputs + static_cast<double>(model::Gpt::activation_bytes(one_layer, micro_batch, seq_len));
-  return shape;
-}
-
 nlohmann::ordered_json offload_block(Offload device) {
   nlohmann::ordered_json block;
   block["device"] = memory::offload_name(device);
   if (device == Offload::Nvme) block["nvme_path"] = "/local_nvme";
   block["pin_memory"] = true;
   return block;
+}
+
+// The plan's settings are doubles; a config holds element counts as integers. Every count
+// derives from a layer of at most kMaxPlanParameters elements, so it fits; a count that does
+// not is a bug here, never a value to write.
+std::int64_t config_count(double elements) {
+  const double rounded = std::ceil(elements);
+  if (!(rounded >= 0 && rounded < 9.2e18))
+    throw std::logic_error("plan: element count " + std::to_string(elements) +
+                           " does not fit a config");
+  return static_cast<std::int64_t>(rounded);
 }
 
 nlohmann::ordered_json config_for(const memory::PlanRow& row, const memory::PlanSettings& settings,
@@ -100,7 +65,7 @@ nlohmann::ordered_json config_for(const memory::PlanRow& row, const memory::Plan
       {"params", {{"lr", 3e-4}, {"betas", {0.9, 0.95}}, {"eps", 1e-8}, {"weight_decay", 0.1}}}};
   nlohmann::ordered_json zero;
   zero["stage"] = row.stage;
-  const auto bucket = static_cast<std::int64_t>(std::ceil(settings.reduce_bucket_size));
+  const auto bucket = config_count(settings.reduce_bucket_size);
   if (row.stage >= 1) {
     zero["overlap_comm"] = true;
     zero["contiguous_gradients"] = true;
@@ -108,29 +73,38 @@ nlohmann::ordered_json config_for(const memory::PlanRow& row, const memory::Plan
   }
   if (row.stage == 1 || row.stage == 2) zero["allgather_bucket_size"] = bucket;
   if (row.stage == 3) {
-    zero["stage3_prefetch_bucket_size"] =
-        static_cast<std::int64_t>(std::ceil(settings.prefetch_bucket_size));
-    zero["stage3_param_persistence_threshold"] =
-        static_cast<std::int64_t>(settings.persistence_threshold);
+    zero["stage3_prefetch_bucket_size"] = config_count(settings.prefetch_bucket_size);
+    zero["stage3_param_persistence_threshold"] = config_count(settings.persistence_threshold);
     // Release every layer after use: the memory the plan counts (and the paper's 3 Psi).
     zero["stage3_max_reuse_distance"] = 0;
   }
   if (row.optimizer == Offload::Nvme)
-    zero["sub_group_size"] = static_cast<std::int64_t>(settings.nvme_sub_group_size);
+    zero["sub_group_size"] = config_count(settings.nvme_sub_group_size);
   if (row.optimizer != Offload::None) zero["offload_optimizer"] = offload_block(row.optimizer);
   if (row.parameters != Offload::None) zero["offload_param"] = offload_block(row.parameters);
   config["zero_optimization"] = zero;
   return config;
 }
 
-std::string gib(double bytes) {
-  char text[32];
-  std::snprintf(text, sizeof text, "%.2f GiB", bytes / 1073741824.0);
-  return text;
+std::string size_text(double bytes) {
+  return memory::format_size(bytes);
 }
 
-std::string size_text(double bytes) {
-  return memory::format_bytes(static_cast<std::int64_t>(std::llround(bytes)));
+// The largest models trained have about 1e13 parameters; 1e15 leaves a hundredfold margin.
+// Past it the model states alone (16 bytes per parameter) exceed 16 PB: no machine to plan
+// for, and a recommendation for one would mislead. The arithmetic is in double and would not
+// overflow; the bound is about meaning, and it keeps every element count the recommended
+// config writes (buckets of a layer) far inside the int64 a config holds.
+constexpr double kMaxPlanParameters = 1e15;
+
+double checked_count(const char* flag, double value) {
+  if (!std::isfinite(value) || !(value > 0))
+    throw UsageError(runtime::concat(flag, " must be a positive number, got ", value));
+  if (value > kMaxPlanParameters)
+    throw UsageError(runtime::concat(flag, " ", value, " is more than the ", kMaxPlanParameters,
+                                     " parameters zerotrain plans for (the largest models have "
+                                     "about 1e13)"));
+  return value;
 }
 
 }  // namespace
@@ -154,23 +128,28 @@ int run_plan(const PlanOptions& options) {
       if (seq > config.n_positions)
         throw UsageError(runtime::concat("--seq ", seq, " exceeds the model's n_positions ",
                                          config.n_positions));
-      shape = shape_of(config, options.micro_batch, seq, persistence);
+      // A model zerotrain cannot train has no plan; this also keeps every count below in range.
+      config.check_shape(options.micro_batch, seq, options.model_path);
+      shape = model::Gpt::memory_shape(config, options.micro_batch, seq, persistence);
       model_text = runtime::concat(options.model_path, ": ", config.n_layer, " layers of ",
                                    config.n_embd, ", vocab ", config.vocab_size, "; micro-batch ",
                                    options.micro_batch, " x ", seq, " tokens");
     } else {
       if (!options.params || !options.largest_layer_params)
         throw UsageError("give --model, or both --params and --largest-layer-params");
-      shape.parameters = *options.params;
-      shape.largest_module = *options.largest_layer_params;
+      shape.parameters = checked_count("--params", *options.params);
+      shape.largest_module = checked_count("--largest-layer-params", *options.largest_layer_params);
+      if (shape.largest_module > shape.parameters)
+        throw UsageError(runtime::concat("--largest-layer-params ", shape.largest_module,
+                                         " exceeds --params ", shape.parameters,
+                                         ": a layer is part of the model"));
       // Without a model description: a layer is taken as the largest module, nothing is tied
       // or persistent, and activations are not estimated.
       shape.layer = shape.largest_module;
       shape.gathered_layer = shape.largest_module;
       model_text = "counts only (give --model for activations and exact layers)";
     }
-    if (options.params) shape.parameters = *options.params;
-    if (!(shape.parameters > 0)) throw UsageError("--params must be positive");
+    if (options.params) shape.parameters = checked_count("--params", *options.params);
 
     const auto settings = memory::plan_settings(shape);
     const auto rows = memory::make_plan(shape, machine, settings);
@@ -181,8 +160,8 @@ int run_plan(const PlanOptions& options) {
         "%s per GPU, %s CPU per node%s\n",
         format_count(shape.parameters).c_str(), format_count(shape.largest_module).c_str(),
         machine.nodes, machine.nodes == 1 ? "" : "s", machine.gpus_per_node,
-        machine.gpus_per_node == 1 ? "" : "s", gib(machine.gpu_bytes).c_str(),
-        gib(machine.cpu_bytes).c_str(),
+        machine.gpus_per_node == 1 ? "" : "s", size_text(machine.gpu_bytes).c_str(),
+        size_text(machine.cpu_bytes).c_str(),
         machine.nvme_bandwidth > 0
             ? (", NVMe " + size_text(machine.nvme_bandwidth) + "/s per node").c_str()
             : "");
@@ -246,8 +225,8 @@ int run_plan(const PlanOptions& options) {
                    "and %s per node%s\n",
                    smallest.name().c_str(),
                    size_text(smallest.gpu_model_states() + smallest.gpu_activations).c_str(),
-                   size_text(smallest.cpu_per_node).c_str(), gib(machine.gpu_bytes).c_str(),
-                   gib(machine.cpu_bytes).c_str(),
+                   size_text(smallest.cpu_per_node).c_str(), size_text(machine.gpu_bytes).c_str(),
+                   size_text(machine.cpu_bytes).c_str(),
                    machine.nvme_bandwidth > 0 ? "" : " (and no NVMe: give --nvme-bandwidth)");
       return 1;
     }

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "files/files.hpp"
 #include "memory/format.hpp"
 #include "memory/tracker.hpp"
 
@@ -231,34 +232,14 @@ nlohmann::json zero_report_to_json(const zero::EngineReport& report,
   return zero;
 }
 
-void write_text_atomically(const std::string& path, const std::string& text) {
-  namespace fs = std::filesystem;
-  const fs::path target(path);
-  std::error_code error;
-  if (target.has_parent_path()) fs::create_directories(target.parent_path(), error);
-  if (error)
-    throw std::runtime_error("cannot create the directory " + target.parent_path().string() + ": " +
-                             error.message());
-  const std::string temporary = path + ".tmp." + std::to_string(getpid());
-  FILE* file = std::fopen(temporary.c_str(), "w");
-  if (file == nullptr)
-    throw std::runtime_error("cannot write " + temporary + ": " + std::strerror(errno));
-  const bool written = std::fwrite(text.data(), 1, text.size(), file) == text.size();
-  const bool flushed = std::fflush(file) == 0 && fsync(fileno(file)) == 0;
-  std::fclose(file);
-  if (!written || !flushed) {
-    std::remove(temporary.c_str());
-    throw std::runtime_error("cannot write " + path + ": " + std::strerror(errno));
-  }
-  fs::rename(temporary, target, error);
-  if (error) {
-    std::remove(temporary.c_str());
-    throw std::runtime_error("cannot rename " + temporary + " to " + path + ": " + error.message());
-  }
+void write_text_atomically(const std::string& path, const std::string& text,
+                           const std::string& what) {
+  files::write_file_atomically(path, text, what);
 }
 
-void write_json_atomically(const std::string& path, const nlohmann::json& document) {
-  write_text_atomically(path, document.dump(2) + "\n");
+void write_json_atomically(const std::string& path, const nlohmann::json& document,
+                           const std::string& what) {
+  write_text_atomically(path, document.dump(2) + "\n", what);
 }
 
 }  // namespace zt::app

@@ -37,8 +37,7 @@ struct RankPlacement {
   std::string host;
 };
 std::vector<RankPlacement> gather_placement(comm::Communicator& comm, int local_rank,
-                                            int local_size, int threads,
-                                            const std::string& host);
+                                            int local_size, int threads, const std::string& host);
 nlohmann::json placement_to_json(const std::vector<RankPlacement>& ranks);
 /// "vm: ranks 0-1 (local 0-1)" per host, hosts in rank order.
 std::string describe_placement(const std::vector<RankPlacement>& ranks);
@@ -53,9 +52,12 @@ nlohmann::json zero_report_to_json(const zero::EngineReport& report,
                                    const std::vector<std::int64_t>& bytes_received_per_step,
                                    const zero::PhaseTimes& run_times);
 
-/// Writes JSON to path via a temporary file and rename, so readers never see half a file.
-/// Creates missing parent directories. Throws std::runtime_error naming the path.
-void write_json_atomically(const std::string& path, const nlohmann::json& document);
-void write_text_atomically(const std::string& path, const std::string& text);
+/// Writes JSON to path through files::AtomicFile (readers never see half a file; a link or
+/// device at the path is refused). Creates missing parent directories. Throws
+/// files::FileError naming `what` and the path.
+void write_json_atomically(const std::string& path, const nlohmann::json& document,
+                           const std::string& what = "output");
+void write_text_atomically(const std::string& path, const std::string& text,
+                           const std::string& what = "output");
 
 }  // namespace zt::app

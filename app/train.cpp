@@ -2,13 +2,19 @@
 // `zerotrain train`: config + model + data -> a trained model and a summary.
 #include <Kokkos_Core.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <filesystem>
+#include <limits>
+#include <map>
 #include <memory>
-#include <set>
 #include <sstream>
 
 #include "app/capabilities.hpp"
@@ -18,19 +24,24 @@
 #include "build_info.hpp"
 #include "comm/communicator.hpp"
 #include "config/config.hpp"
+#include "files/files.hpp"
 #include "git_revision.hpp"
 #include "io/hdf5_tokens.hpp"
 #include "io/safetensors_writer.hpp"
 #include "io/sampler.hpp"
 #include "io/synthetic_markov.hpp"
 #include "kernels/gemm.hpp"
+#include "memory/footprint.hpp"
 #include "memory/format.hpp"
+#include "memory/host_memory.hpp"
 #include "memory/tracker.hpp"
 #include "model/gpt.hpp"
 #include "model/gpt_config.hpp"
+#include "runtime/agreement.hpp"
 #include "runtime/device.hpp"
 #include "runtime/environment.hpp"
 #include "runtime/log.hpp"
+#include "runtime/subprocess.hpp"
 #include "runtime/timer.hpp"
 #include "zero/engine.hpp"
 
@@ -158,18 +169,29 @@ RunInputs resolve_inputs(const TrainOptions& options, int world_size) {
   run.config_name = run.default_job ? kDefaultConfigName : options.config_path;
   run.model_name = run.default_job ? kDefaultModelName : options.model_path;
 
+  // Rank 0 reads both files for everyone: every rank parses the same bytes (a node with another
+  // copy cannot give one rank another model), and a parallel file system sees one read.
+  const std::string model_text =
+      run.default_job ? std::string(kDefaultModelText)
+                      : runtime::read_on_rank_zero(MPI_COMM_WORLD, [&] {
+                          return files::read_input_file(options.model_path, "--model");
+                        });
+  const std::string config_text =
+      run.default_job ? std::string(kDefaultConfigText)
+                      : runtime::read_on_rank_zero(MPI_COMM_WORLD, [&] {
+                          return files::read_input_file(options.config_path, "--config");
+                        });
+
   std::vector<std::string> model_warnings;
   try {
-    run.model = run.default_job
-                    ? model::parse_gpt_config(kDefaultModelText, run.model_name,
-                                              model::ConfigFormat::Yaml, &model_warnings)
-                    : model::load_gpt_config(options.model_path, &model_warnings);
+    run.model = model::parse_gpt_config(model_text, files::escaped(run.model_name),
+                                        model::config_format_of(run.model_name), &model_warnings);
   } catch (const model::ConfigError& error) {
     throw UserError(error.what());
   }
   for (const auto& warning : model_warnings) runtime::warn_once(warning);
 
-  run.seq_len = options.seq_len > 0 ? options.seq_len : run.model.n_positions;
+  run.seq_len = options.seq_len.value_or(run.model.n_positions);
   if (run.seq_len > run.model.n_positions)
     throw UserError(concat("--seq-len ", run.seq_len, " exceeds the model's n_positions ",
                            run.model.n_positions, " (", run.model_name, ")"));
@@ -184,11 +206,10 @@ RunInputs resolve_inputs(const TrainOptions& options, int world_size) {
   const config::ModelFacts facts{run.model.n_embd};
   const std::int64_t known_steps = run_length.value_or(0);
   try {
-    run.config =
-        run.default_job
-            ? config::parse_config_text(kDefaultConfigText, run.config_name, overrides, facts,
-                                        world_size, known_steps)
-            : config::load_config(options.config_path, overrides, facts, world_size, known_steps);
+    run.config = config::parse_config_text(
+        config_text,
+        run.default_job ? run.config_name : config::config_display_name(run.config_name), overrides,
+        facts, world_size, known_steps);
   } catch (const config::ConfigError& error) {
     throw UserError(config_problems(error, run.config_name));
   }
@@ -205,6 +226,31 @@ RunInputs resolve_inputs(const TrainOptions& options, int world_size) {
                            " has no scheduler.params.total_num_steps to take it from)"));
   }
   if (run.steps < 1) throw UserError(concat("--steps must be at least 1, got ", run.steps));
+  // The model and the engine count sequences in int.
+  if (run.config.train_micro_batch_size_per_gpu > std::numeric_limits<int>::max() ||
+      run.config.gradient_accumulation_steps > std::numeric_limits<int>::max())
+    throw UserError(concat(run.config_name, ": train_micro_batch_size_per_gpu ",
+                           run.config.train_micro_batch_size_per_gpu,
+                           " and gradient_accumulation_steps ",
+                           run.config.gradient_accumulation_steps, " must each be below 2^31"));
+  // Before anything is allocated: shapes beyond what the kernels and collectives index.
+  try {
+    run.model.check_shape(run.config.train_micro_batch_size_per_gpu, run.seq_len,
+                          files::escaped(run.model_name));
+  } catch (const model::ConfigError& error) {
+    throw UserError(error.what());
+  }
+  if (schedule_uses_total_steps(run.config.scheduler.type) &&
+      run.steps > run.config.scheduler.total_num_steps) {
+    const bool decay = run.config.scheduler.type == config::SchedulerType::kWarmupDecayLR;
+    runtime::warn_once(
+        concat("the run is ", run.steps, " steps but scheduler.params.total_num_steps is ",
+               run.config.scheduler.total_num_steps, ": after step ",
+               run.config.scheduler.total_num_steps, " the learning rate stays at ",
+               decay ? "0 (WarmupDecayLR has decayed to nothing), so the last steps change nothing"
+                     : "its floor (WarmupCosineLR's cos_min_ratio x lr)",
+               "; raise total_num_steps to train longer"));
+  }
 
   namespace fs = std::filesystem;
   if (!options.output_dir.empty())
@@ -305,40 +351,55 @@ std::string zero_description(const zero::EngineReport& report, const config::Zer
 
 /// csv_monitor as DeepSpeed's CsvMonitor writes it: one CSV per event in
 /// <output_path>/<job_name>/, named after the event with '/' turned into '_', a "step,<name>"
-/// header, and the step counted in samples. Rank 0 only.
+/// header, and the step counted in samples. Rank 0 only; every row's write is checked.
 class CsvMonitor {
  public:
-  CsvMonitor(const config::CsvMonitorConfig& config, const std::string& run_output_dir) {
-    if (!config.enabled) return;
+  static std::string directory_for(const config::CsvMonitorConfig& config,
+                                   const std::string& run_output_dir) {
+    if (!config.enabled) return "";
     namespace fs = std::filesystem;
     const fs::path base = config.output_path.empty() ? fs::path(run_output_dir) / "csv_monitor"
                                                      : fs::path(config.output_path);
-    directory_ = (base / config.job_name).string();
-    std::error_code error;
-    fs::create_directories(directory_, error);
-    if (error)
-      throw UserError(concat("csv_monitor: cannot create ", directory_, ": ", error.message()));
+    return (base / config.job_name).string();
   }
+  /// The files a run writes, for the pre-flight.
+  static std::vector<std::string> file_names() {
+    return {file_for(kLossEvent), file_for(kLrEvent)};
+  }
+
+  CsvMonitor(const config::CsvMonitorConfig& config, const std::string& run_output_dir)
+      : directory_(directory_for(config, run_output_dir)) {}
   bool enabled() const { return !directory_.empty(); }
   void write(const std::string& event, double value, std::int64_t samples) {
     if (!enabled()) return;
-    const std::string name = event.substr(event.rfind('/') + 1);
-    std::string file = event;
-    std::replace(file.begin(), file.end(), '/', '_');
-    std::replace(file.begin(), file.end(), ' ', '_');
-    const std::string path = directory_ + "/" + file + ".csv";
-    const bool first = started_.insert(path).second;
-    std::FILE* out = std::fopen(path.c_str(), first ? "w" : "a");
-    if (out == nullptr) throw std::runtime_error("csv_monitor: cannot write " + path);
-    if (first) std::fprintf(out, "step,%s\n", name.c_str());
-    std::fprintf(out, "%lld,%.9g\n", static_cast<long long>(samples), value);
-    std::fclose(out);
+    auto found = files_.find(event);
+    if (found == files_.end()) {
+      files::AppendFile file(directory_ + "/" + file_for(event), "csv_monitor");
+      file.write("step," + event.substr(event.rfind('/') + 1) + "\n");
+      found = files_.emplace(event, std::move(file)).first;
+    }
+    char row[64];
+    std::snprintf(row, sizeof row, "%lld,%.9g\n", static_cast<long long>(samples), value);
+    found->second.write(row);
+  }
+  /// Flushes every file to disk; throws files::FileError if one did not make it.
+  void close() {
+    for (auto& [event, file] : files_) file.close();
   }
   const std::string& directory() const { return directory_; }
 
+  static constexpr const char* kLossEvent = "Train/Samples/train_loss";
+  static constexpr const char* kLrEvent = "Train/Samples/lr";
+
  private:
+  static std::string file_for(std::string event) {
+    std::replace(event.begin(), event.end(), '/', '_');
+    std::replace(event.begin(), event.end(), ' ', '_');
+    return event + ".csv";
+  }
+
   std::string directory_;
-  std::set<std::string> started_;
+  std::map<std::string, files::AppendFile> files_;
 };
 
 /// The final weights as safetensors, with the model's (Hugging Face GPT-2) tensor names. Every
@@ -358,7 +419,8 @@ void save_weights(zero::Engine& engine, const model::Gpt& model, const std::stri
         std::vector<std::pair<std::string, std::string>>{
             {"format", "pt"},
             {"producer", std::string("zerotrain ") + ZT_VERSION},
-            {"step", std::to_string(engine.applied_steps())}});
+            {"step", std::to_string(engine.applied_steps())}},
+        "--save-weights");
   std::vector<float> values(static_cast<std::size_t>(largest));
   for (std::size_t p = 0; p < tensors.size(); ++p) {
     engine.gather_parameter(static_cast<int>(p), values.data());
@@ -370,7 +432,151 @@ void save_weights(zero::Engine& engine, const model::Gpt& model, const std::stri
   }
 }
 
-int train(runtime::Environment& environment, const TrainOptions& options) {
+/// What the run will allocate per rank against what this node has: refused on every rank
+/// before anything large is allocated when it cannot fit; else the banner's memory line.
+std::string check_memory(const RunInputs& run, const runtime::ProcessInfo& process,
+                         const std::optional<io::MarkovChainSpec>& synthetic, double device_limit) {
+  const auto& cfg = run.config;
+  memory::RunDescription need;
+  need.model = model::Gpt::memory_shape(run.model, cfg.train_micro_batch_size_per_gpu, run.seq_len,
+                                        static_cast<double>(cfg.zero.param_persistence_threshold));
+  need.placement.stage = cfg.zero.stage;
+  need.ranks = process.world_size;
+  auto& zero = need.settings;
+  zero.reduce_bucket_size = static_cast<double>(cfg.zero.reduce_bucket_size);
+  zero.overlap_comm = cfg.zero.overlap_comm;
+  zero.contiguous_gradients = cfg.zero.contiguous_gradients;
+  zero.reduce_scatter = cfg.zero.reduce_scatter;
+  zero.gradient_accumulation_steps = static_cast<double>(cfg.gradient_accumulation_steps);
+  zero.prefetch_bucket_size = static_cast<double>(cfg.zero.prefetch_bucket_size);
+  zero.persistence_threshold = static_cast<double>(cfg.zero.param_persistence_threshold);
+  zero.model_persistence_threshold = static_cast<double>(cfg.zero.model_persistence_threshold);
+  zero.max_live_parameters = static_cast<double>(cfg.zero.max_live_parameters);
+  zero.max_reuse_distance = static_cast<double>(cfg.zero.max_reuse_distance);
+  zero.sub_group_size = static_cast<double>(cfg.zero.sub_group_size);
+  need.micro_batch = static_cast<double>(cfg.train_micro_batch_size_per_gpu);
+  need.seq_len = run.seq_len;
+  need.data_bytes = synthetic ? io::SyntheticMarkovSource::bytes_needed(*synthetic) : 0;
+  // The per-step records the summary keeps: loss, bytes sent and received.
+  need.other_host_bytes = 24.0 * static_cast<double>(run.steps);
+  need.device_limit = device_limit;
+  const auto verdict = memory::check_host_memory(memory::run_footprint(need), process.local_size,
+                                                 memory::available_host_memory());
+  // Each rank reads its node's memory at its own moment; the first rank that finds no room
+  // stops them all with its numbers.
+  runtime::agree_on_problem(MPI_COMM_WORLD, verdict.fits ? "" : verdict.message);
+  return verdict.message;
+}
+
+/// Runs `zerotrain data check` on this rank's part of the token file in a helper process and
+/// returns its verdict ("" when the part is fine). A helper killed by a signal means libhdf5
+/// crashed on the file.
+std::string check_token_file_in_helper(const TrainOptions& options, int vocab_size,
+                                       const runtime::ProcessInfo& process) {
+  // Before the helper: a path that is no regular file gets its plain message.
+  try {
+    files::check_input_file(options.data_path, "--data");
+  } catch (const files::FileError& error) {
+    return error.what();
+  }
+  const double bytes = static_cast<double>(files::identity_of(options.data_path, "--data").size);
+  // Generous: a helper that reads its share slower than 50 MB/s is stuck, not slow.
+  const double timeout = 30 + bytes / process.world_size / 50e6;
+  const auto result = runtime::run_helper_process(
+      {runtime::own_executable(), "data", "check", options.data_path, "--dataset",
+       options.dataset_name, "--vocab-size", std::to_string(vocab_size), "--part",
+       std::to_string(process.rank), std::to_string(process.world_size), "--memory-limit",
+       "4GiB"},
+      timeout);
+  const std::string file = "token file " + files::quote(options.data_path);
+  if (!result.finished)
+    return concat(file, ": checking it took more than ", static_cast<int>(timeout),
+                  " s; the HDF5 library may be stuck on a damaged file (try zerotrain data check ",
+                  files::quote(options.data_path), ")");
+  if (result.signal != 0)
+    return concat(file, ": the HDF5 library crashed reading it (", strsignal(result.signal),
+                  ", in a helper process; training was not started): the file is damaged or not "
+                  "what it claims to be (zerotrain data check ",
+                  files::quote(options.data_path), " reproduces this)");
+  if (result.exit_code == 0) return "";
+  // The helper's "zerotrain: error: <message>" line.
+  std::string message = result.error_output;
+  const std::string prefix = "zerotrain: error: ";
+  if (const auto at = message.rfind(prefix); at != std::string::npos)
+    message = message.substr(at + prefix.size());
+  while (!message.empty() && message.back() == '\n') message.pop_back();
+  return message.empty() ? concat(file, ": the check failed with exit code ", result.exit_code)
+                         : message;
+}
+
+/// What rank 0 holds for the run's lifetime: the locks that keep a second run out of its
+/// output directories.
+struct OutputGuard {
+  std::vector<std::unique_ptr<files::DirectoryLock>> locks;
+};
+
+bool is_inside(const std::string& path, const std::string& directory) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  const fs::path inner = fs::weakly_canonical(fs::absolute(path), error);
+  const fs::path outer = fs::weakly_canonical(fs::absolute(directory), error);
+  auto mismatch = std::mismatch(outer.begin(), outer.end(), inner.begin(), inner.end());
+  return mismatch.first == outer.end();
+}
+
+/// Before the first step, on rank 0 (which writes every output): each output path can be
+/// written, none is an input, and the output directories are ours alone. A bad --save-weights
+/// is found now, not after hours of training.
+OutputGuard preflight_outputs(const TrainOptions& options, const RunInputs& run,
+                              const runtime::ProcessInfo& process) {
+  OutputGuard guard;
+  runtime::check_on_rank_zero(MPI_COMM_WORLD, [&] {
+    const std::string output_dir_flag =
+        options.output_dir.empty() ? "output directory (--output-dir)" : "--output-dir";
+    files::check_output_directory(run.output_dir, output_dir_flag);
+
+    std::vector<files::NamedPath> outputs{
+        {options.summary_json.empty() ? "summary (--summary-json)" : "--summary-json",
+         run.summary_path},
+        {"effective config", run.output_dir + "/effective_config.txt"},
+        {"--save-weights", options.save_weights}};
+    const std::string csv_dir = CsvMonitor::directory_for(run.config.csv_monitor, run.output_dir);
+    const std::string& job_name = run.config.csv_monitor.job_name;
+    if (!csv_dir.empty() && (job_name.empty() || job_name == "." || job_name == ".." ||
+                             job_name.find('/') != std::string::npos))
+      throw UserError(concat(run.config_name, ": csv_monitor.job_name ", files::quote(job_name),
+                             " must be a plain directory name (it is joined to output_path)"));
+    if (!csv_dir.empty()) {
+      files::check_output_directory(csv_dir, "csv_monitor directory");
+      for (const auto& name : CsvMonitor::file_names())
+        outputs.push_back({"csv_monitor file", csv_dir + "/" + name});
+    }
+    for (const auto& output : outputs)
+      if (!output.path.empty()) files::check_output_file(output.path, output.what);
+    files::check_outputs_are_not_inputs(outputs, {{"--config", options.config_path},
+                                                  {"--model", options.model_path},
+                                                  {"--data", options.data_path}});
+
+    char started[64];
+    const std::time_t now = std::time(nullptr);
+    std::strftime(started, sizeof started, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&now));
+    const std::string holder = concat("pid ", ::getpid(), " on ", process.hostname, ", started ",
+                                      started, ", launched by ", process.launcher);
+    guard.locks.push_back(
+        std::make_unique<files::DirectoryLock>(run.output_dir, output_dir_flag, holder));
+    if (!csv_dir.empty() && !is_inside(csv_dir, run.output_dir))
+      guard.locks.push_back(
+          std::make_unique<files::DirectoryLock>(csv_dir, "csv_monitor directory", holder));
+    for (const auto& lock : guard.locks)
+      if (!lock->held())
+        runtime::warn(concat("cannot lock ", files::quote(lock->lock_path()),
+                             " (the file system supports no locks): a second run writing to the "
+                             "same directory would not be stopped"));
+  });
+  return guard;
+}
+
+int train(runtime::Environment& environment, const TrainOptions& options, int argc, char** argv) {
   const auto& process = environment.info();
   runtime::Stopwatch run_watch;
   // srun without a working MPI plugin starts N copies of a one-rank job that would each train
@@ -387,16 +593,27 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
                              ": launch with srun --mpi=pmix (see `srun --mpi=list`), so the tasks "
                              "join one MPI job"));
   }
+  // Every rank must have been started alike: the same flags, hence the same run.
+  std::string command_line;
+  for (int i = 1; i < argc; ++i) command_line += std::string(argv[i]) + "\n";
+  runtime::require_same_on_all_ranks(MPI_COMM_WORLD, "the command line", command_line);
+
   RunInputs run = resolve_inputs(options, process.world_size);
   const auto& cfg = run.config;
 
+  std::int64_t device_limit = 0;
   if (!options.device_memory_limit.empty()) {
+    std::int64_t& limit = device_limit;
     try {
-      memory::Tracker::instance().set_device_limit(
-          memory::parse_bytes(options.device_memory_limit));
+      limit = memory::parse_bytes(options.device_memory_limit);
     } catch (const std::invalid_argument& error) {
       throw UserError(concat("--device-memory-limit: ", error.what()));
     }
+    // 0 would read as "no limit" further down, and beyond an exbibyte is no limit either.
+    if (limit <= 0 || limit > (std::int64_t{1} << 60))
+      throw UserError(concat("--device-memory-limit ", files::quote(options.device_memory_limit),
+                             ": must be more than 0 and at most 1 EiB"));
+    memory::Tracker::instance().set_device_limit(limit);
   }
 
   const double gemm_error = kernels::gemm_self_check();
@@ -406,32 +623,60 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
                                     ") gives wrong results on this CPU: relative error ",
                                     gemm_error, " against a plain reference"));
 
+  // The synthetic source's shape (its stream is the largest host allocation of a small run).
+  std::optional<io::MarkovChainSpec> synthetic_spec;
+  if (options.data_path.empty()) {
+    // In double: a step count times a batch may not fit in 64 bits.
+    const double tokens_needed =
+        static_cast<double>(run.steps) * static_cast<double>(cfg.train_batch_size) * run.seq_len +
+        1;
+    // Twice what the run reads, so no window repeats and the loss cannot go below the floor
+    // by memorising the stream.
+    const std::int64_t stream = options.synthetic_tokens
+                                    ? *options.synthetic_tokens
+                                    : static_cast<std::int64_t>(std::clamp(
+                                          2 * tokens_needed, double{1 << 20}, double{1 << 26}));
+    try {
+      synthetic_spec = io::default_synthetic_spec(run.model.vocab_size, stream);
+    } catch (const std::invalid_argument& error) {
+      throw UserError(concat(files::escaped(run.model_name), ": ", error.what()));
+    }
+    synthetic_spec->order = options.synthetic_order.value_or(2);
+    if (options.synthetic_branching) synthetic_spec->branching = *options.synthetic_branching;
+    synthetic_spec->seed = static_cast<std::uint64_t>(options.seed) + 1000003;
+  }
+  const std::string memory_line =
+      check_memory(run, process, synthetic_spec, static_cast<double>(device_limit));
+  const OutputGuard output_guard = preflight_outputs(options, run, process);
+
   // Data.
   std::unique_ptr<io::TokenSource> source;
   const io::SyntheticMarkovSource* synthetic = nullptr;
-  const std::int64_t tokens_needed = run.steps * cfg.train_batch_size * run.seq_len + 1;
-  if (options.data_path.empty()) {
-    // Twice what the run reads, so no window repeats and the loss cannot go below the floor
-    // by memorising the stream.
-    const std::int64_t stream =
-        options.synthetic_tokens > 0
-            ? options.synthetic_tokens
-            : std::clamp<std::int64_t>(2 * tokens_needed, std::int64_t{1} << 20,
-                                       std::int64_t{1} << 26);
-    auto spec = io::default_synthetic_spec(run.model.vocab_size, stream);
-    spec.order = options.synthetic_order;
-    if (options.synthetic_branching > 0) spec.branching = options.synthetic_branching;
-    spec.seed = static_cast<std::uint64_t>(options.seed) + 1000003;
+  if (synthetic_spec) {
     try {
-      auto markov = std::make_unique<io::SyntheticMarkovSource>(spec);
+      auto markov = std::make_unique<io::SyntheticMarkovSource>(*synthetic_spec);
       synthetic = markov.get();
       source = std::move(markov);
     } catch (const std::invalid_argument& error) {
       throw UserError(concat("synthetic data: ", error.what()));
     }
   } else {
-    source = std::make_unique<io::Hdf5TokenDataset>(options.data_path, options.dataset_name);
-    source->validate(run.model.vocab_size);
+    // Each rank first has a helper process open the file and check its share of the tokens
+    // (zerotrain data check): libhdf5 can crash on a damaged file, and should it, the helper
+    // dies instead of the job. Then every rank opens the file itself (HDF5 reads in
+    // parallel); a rank that cannot, or that finds another file there than rank 0 does, stops
+    // the job with a message naming it.
+    std::string open_problem = check_token_file_in_helper(options, run.model.vocab_size, process);
+    if (open_problem.empty()) {
+      try {
+        source = std::make_unique<io::Hdf5TokenDataset>(options.data_path, options.dataset_name);
+      } catch (const io::IoError& error) {
+        open_problem = error.what();
+      }
+    }
+    runtime::agree_on_problem(MPI_COMM_WORLD, open_problem);
+    runtime::require_same_on_all_ranks(MPI_COMM_WORLD, "the token file (--data)",
+                                       source->describe());
   }
 
   auto comm = comm::make_mpi_communicator(MPI_COMM_WORLD);
@@ -503,6 +748,7 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
                cfg.gradient_accumulation_steps, " accumulation x ", process.world_size, " ranks"));
   print(concat("  run          ", run.steps, " steps, seed ", options.seed, ", outputs in ",
                run.output_dir, "/"));
+  print(concat("  memory       ", memory_line));
   print(config::format_effective_config(cfg));
 
   zero::Engine engine(model, *comm, settings);
@@ -513,7 +759,7 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
 
   // Training.
   std::vector<double> losses;
-  losses.reserve(static_cast<std::size_t>(run.steps));
+  losses.reserve(static_cast<std::size_t>(std::min<std::int64_t>(run.steps, 1 << 20)));
   const double tokens_per_step = static_cast<double>(cfg.train_batch_size) * run.seq_len;
   const std::int64_t print_every = std::max<std::int64_t>(1, cfg.steps_per_print);
   runtime::Stopwatch train_watch;
@@ -535,8 +781,8 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
                                       last.lr, "); stopping"));
     losses.push_back(last.loss);
     const std::int64_t samples = last.step * cfg.train_batch_size;
-    csv_monitor.write("Train/Samples/train_loss", last.loss, samples);
-    csv_monitor.write("Train/Samples/lr", last.lr, samples);
+    csv_monitor.write(CsvMonitor::kLossEvent, last.loss, samples);
+    csv_monitor.write(CsvMonitor::kLrEvent, last.lr, samples);
     window_times += last.phases;
     run_times += last.phases;
     bytes_sent_per_step.push_back(last.bytes_sent);
@@ -621,9 +867,11 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
                  runtime::format_duration(train_seconds)));
     print("  peak memory per rank:");
     print(format_memory_table(memory));
-    write_json_atomically(run.summary_path, summary);
+    csv_monitor.close();
+    write_json_atomically(run.summary_path, summary,
+                          options.summary_json.empty() ? "summary" : "--summary-json");
     write_text_atomically(run.output_dir + "/effective_config.txt",
-                          config::format_effective_config(cfg));
+                          config::format_effective_config(cfg), "effective config");
     print(concat("  summary      ", run.summary_path));
   }
   comm->barrier();  // nobody exits before rank 0 has written the summary
@@ -632,10 +880,18 @@ int train(runtime::Environment& environment, const TrainOptions& options) {
 
 }  // namespace
 
+std::optional<std::uint64_t> parse_seed(const std::string& text) {
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) return {};
+  std::uint64_t value = 0;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size()) return {};
+  return value;
+}
+
 int run_train(int argc, char** argv, const TrainOptions& options) {
   runtime::Environment environment(argc, argv);
   try {
-    return train(environment, options);
+    return train(environment, options, argc, argv);
   } catch (const std::exception& error) {
     return environment.fail(error);
   }

@@ -11,6 +11,9 @@ deps_prefix=${ZT_DEPS_PREFIX:-$repo/.deps}
 # slurmctld, slurmd, slurm-client, munge: the one-node Slurm of jobscripts/local/slurm-test.sh
 # (srun --mpi=pmix is in slurm-wlm-basic-plugins, which they pull in); libpmix-dev: that
 # plugin dlopens pmix2/lib/libpmix.so, a name only the -dev package ships.
+# git: the build reads the revision for --version and the tests compare it with HEAD.
+# clang, libclang-rt-14-dev: the fuzz build (jobscripts/local/fuzz.sh); libFuzzer and the
+# sanitizer runtimes are in the latter, which clang only recommends.
 debian_packages=(
   build-essential cmake pkg-config dpkg-dev
   libopenmpi-dev openmpi-bin openssh-client
@@ -18,8 +21,9 @@ debian_packages=(
   libyaml-cpp-dev libdnnl-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libaio-dev liburing-dev libcli11-dev nlohmann-json3-dev
-  python3 shellcheck
+  python3 shellcheck git
   slurmctld slurmd slurm-client munge libpmix-dev
+  clang libclang-rt-14-dev
 )
 
 missing=()

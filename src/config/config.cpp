@@ -16,6 +16,8 @@
 
 #include "config/schema.hpp"
 #include "config/value.hpp"
+#include "files/files.hpp"
+#include "yaml/single_document.hpp"
 
 namespace zt::config {
 
@@ -69,7 +71,9 @@ struct Document {
   bool legacy_zero_bool = false;
 
   void error(const std::string& path, const std::string& message) {
-    problems.push_back(source_name + ": " + (path.empty() ? "(top level)" : path) + ": " + message);
+    // Keys come from the file: one holding a terminal escape must not act on the terminal.
+    problems.push_back(source_name + ": " + (path.empty() ? "(top level)" : files::escaped(path)) +
+                       ": " + message);
   }
   void plain_error(const std::string& message) { problems.push_back(source_name + ": " + message); }
 };
@@ -127,7 +131,7 @@ class Walker {
 
   void report_unknown(const std::string& spelled, const std::string& section,
                       const std::string& key) {
-    std::string message = "unknown key '" + key + "'";
+    std::string message = "unknown key " + files::quote(key);
     const std::string best = closest_name(key, child_names(section));
     if (!best.empty()) {
       message += "; did you mean '" + best + "'?";
@@ -414,7 +418,14 @@ class Resolver {
       }
       return;
     }
-    if (fill_when_absent && key_applies(path)) put(path, hf_value, Source::kFlag, flag_text);
+    if (fill_when_absent && key_applies(path)) {
+      put(path, hf_value, Source::kFlag, flag_text);
+      // A flag's value is checked as the key's would be (--per_device_train_batch_size 0).
+      Setting& setting = doc_.settings[path];
+      std::string problem;
+      if (setting.spec && !detail::check_limits(*setting.spec, &setting.value, &problem))
+        doc_.error(path, problem + " (from " + flag_text + ")");
+    }
   }
 
   void resolve_pending(Setting& setting, const Value& value, Source source,
@@ -467,10 +478,13 @@ class Resolver {
                 : flags_.gradient_accumulation_steps.value_or(TD::kGradientAccumulation);
         const bool any_flag = flags_.per_device_train_batch_size.has_value() ||
                               flags_.gradient_accumulation_steps.has_value();
-        resolve_pending(it->second, Value::of_int(world_ * micro * gas),
+        std::int64_t train = 0;
+        if (!product(world_, micro, gas, &train)) train = -1;  // refused by the limits below
+        resolve_pending(it->second, Value::of_int(train),
                         any_flag ? Source::kAutoFromFlag : Source::kAutoTrainerDefault,
                         "world " + std::to_string(world_) + " x micro " + std::to_string(micro) +
-                            " x gas " + std::to_string(gas));
+                            " x gas " + std::to_string(gas) +
+                            (train < 0 ? ", more than 64 bits hold" : ""));
       }
     }
     fill_match("gradient_clipping", float_flag(flags_.max_grad_norm, TD::kMaxGradNorm),
@@ -715,6 +729,10 @@ class Resolver {
     std::int64_t micro = has_micro ? get_int("train_micro_batch_size_per_gpu") : 0;
     std::int64_t gas = has_gas ? get_int("gradient_accumulation_steps") : 0;
     const std::int64_t w = world_;
+    // Values already refused (0, negative) were reported; nothing is derived from them, so
+    // neither a division by zero nor a second message follows.
+    if ((has_train && train <= 0) || (has_micro && micro <= 0) || (has_gas && gas <= 0)) return;
+    bool fits = true;  // products beyond 64 bits
     if (has_train && has_micro && has_gas) {
       // nothing to derive
     } else if (has_train && has_micro) {
@@ -726,7 +744,7 @@ class Resolver {
       put("train_micro_batch_size_per_gpu", Value::of_int(micro), Source::kDerived,
           "(train_batch_size // world) // gas");
     } else if (has_micro && has_gas) {
-      train = micro * gas * w;
+      fits = product(micro, gas, w, &train);
       put("train_batch_size", Value::of_int(train), Source::kDerived, "micro * gas * world");
     } else if (has_train) {
       gas = 1;
@@ -736,7 +754,7 @@ class Resolver {
       put("train_micro_batch_size_per_gpu", Value::of_int(micro), Source::kDerived,
           "train_batch_size // world");
     } else if (has_micro) {
-      train = micro * w;
+      fits = product(micro, w, 1, &train);
       gas = 1;
       put("train_batch_size", Value::of_int(train), Source::kDerived, "micro * world");
       put("gradient_accumulation_steps", Value::of_int(gas), Source::kDerived,
@@ -750,13 +768,26 @@ class Resolver {
     out_.train_batch_size = train;
     out_.train_micro_batch_size_per_gpu = micro;
     out_.gradient_accumulation_steps = gas;
-    if (train <= 0 || micro <= 0 || gas <= 0 || train != micro * gas * w) {
+    std::int64_t expected = 0;
+    if (!fits || !product(micro, gas, w, &expected)) {
+      doc_.plain_error("train_micro_batch_size_per_gpu " + std::to_string(micro) +
+                       " x gradient_accumulation_steps " + std::to_string(gas) + " x world size " +
+                       std::to_string(w) + " is more than a 64-bit train_batch_size holds");
+      return;
+    }
+    if (train <= 0 || micro <= 0 || gas <= 0 || train != expected) {
       doc_.plain_error(
           "Check batch related parameters. train_batch_size is not equal to "
           "micro_batch_per_gpu * gradient_acc_step * world_size " +
           std::to_string(train) + " != " + std::to_string(micro) + " * " + std::to_string(gas) +
           " * " + std::to_string(w));
     }
+  }
+
+  // a * b * c, false when it does not fit in 64 bits (out then holds a wrapped value).
+  static bool product(std::int64_t a, std::int64_t b, std::int64_t c, std::int64_t* out) {
+    std::int64_t ab = 0;
+    return !__builtin_mul_overflow(a, b, &ab) && !__builtin_mul_overflow(ab, c, out);
   }
 
   // ---- typed result ----
@@ -1069,11 +1100,30 @@ class Resolver {
 };
 
 // DeepSpeed reads files with hjson, so JSON configs may carry // and /* */ comments, which
-// YAML does not know. They are blanked out (outside strings) before parsing; '#' comments and
-// unquoted keys are YAML already.
+// YAML does not know. They are blanked out (outside strings) before parsing when the text is
+// JSON, i.e. its first character after comments is '{'; '#' comments and unquoted keys are
+// YAML already.
+std::size_t skip_comments_and_space(const std::string& text, std::size_t i) {
+  while (i < text.size()) {
+    if (std::isspace(static_cast<unsigned char>(text[i]))) {
+      ++i;
+    } else if (text.compare(i, 2, "//") == 0) {
+      i = text.find('\n', i);
+      if (i == std::string::npos) return text.size();
+    } else if (text.compare(i, 2, "/*") == 0) {
+      const std::size_t end = text.find("*/", i + 2);
+      if (end == std::string::npos) return text.size();
+      i = end + 2;
+    } else {
+      break;
+    }
+  }
+  return i;
+}
+
 std::string strip_json_comments(const std::string& text) {
-  const std::size_t first = text.find_first_not_of(" \t\r\n");
-  if (first == std::string::npos || text[first] != '{') return text;
+  const std::size_t first = skip_comments_and_space(text, 0);
+  if (first >= text.size() || text[first] != '{') return text;
   std::string out = text;
   bool in_string = false;
   for (std::size_t i = 0; i < out.size(); ++i) {
@@ -1143,10 +1193,19 @@ ResolvedConfig parse_config_text(const std::string& text, const std::string& sou
   }
   YAML::Node root;
   try {
-    root = YAML::Load(strip_json_comments(text));
+    // Load reads the first document only: a second one would be dropped without a word.
+    const std::string stripped = strip_json_comments(text);
+    root = YAML::Load(stripped);
+    if (const int line = yaml::second_document_line(stripped))
+      throw ConfigError({source_name_text +
+                         ": holds 2 YAML documents or more (the second starts "
+                         "at line " +
+                         std::to_string(line) +
+                         ", after '---' or stray text); a DeepSpeed config is one"});
   } catch (const YAML::Exception& e) {
     throw ConfigError({source_name_text + ":" + std::to_string(e.mark.line + 1) + ":" +
-                       std::to_string(e.mark.column + 1) + ": not valid JSON/YAML: " + e.msg});
+                       std::to_string(e.mark.column + 1) +
+                       ": not valid JSON/YAML: " + files::escaped(e.msg)});
   }
   Document document;
   document.source_name = source_name_text;
@@ -1157,15 +1216,15 @@ ResolvedConfig parse_config_text(const std::string& text, const std::string& sou
   return config;
 }
 
+std::string config_display_name(const std::string& path) {
+  const std::size_t slash = path.find_last_of('/');
+  return files::escaped(slash == std::string::npos ? path : path.substr(slash + 1));
+}
+
 ResolvedConfig load_config(const std::string& path, const CommandLineOverrides& flags,
                            const ModelFacts& model, int world_size, std::int64_t run_steps) {
-  std::ifstream file(path);
-  if (!file) throw ConfigError({path + ": cannot open the config file"});
-  std::stringstream buffer;
-  buffer << file.rdbuf();
-  const std::size_t slash = path.find_last_of('/');
-  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
-  return parse_config_text(buffer.str(), name, flags, model, world_size, run_steps);
+  const std::string text = files::read_input_file(path, "DeepSpeed config");
+  return parse_config_text(text, config_display_name(path), flags, model, world_size, run_steps);
 }
 
 }  // namespace zt::config

@@ -268,9 +268,13 @@ struct ResolvedConfig {
 };
 
 // Reads the file and resolves it. world_size: data-parallel ranks; run_steps: the run length the
-// caller will use when --max_steps is not given (0 = unknown). Throws ConfigError.
+// caller will use when --max_steps is not given (0 = unknown). Throws ConfigError, or
+// files::FileError when the path is not a readable regular file.
 ResolvedConfig load_config(const std::string& path, const CommandLineOverrides& flags,
                            const ModelFacts& model, int world_size, std::int64_t run_steps);
+
+// The name a config file goes by in messages: its file name, escaped.
+std::string config_display_name(const std::string& path);
 
 // Same from text; source_name is used in messages ("ds_config.json: ...").
 ResolvedConfig parse_config_text(const std::string& text, const std::string& source_name,

@@ -1077,10 +1077,34 @@ std::size_t edit_distance(const std::string& a, const std::string& b) {
   return previous[b.size()];
 }
 
+namespace {
+// The words of a snake_case name, sorted: "comm_overlap" and "overlap_comm" have the same.
+std::vector<std::string> sorted_words(const std::string& name) {
+  std::vector<std::string> words;
+  std::string word;
+  for (const char c : name + "_") {
+    if (c == '_') {
+      if (!word.empty()) words.push_back(word);
+      word.clear();
+    } else {
+      word.push_back(c);
+    }
+  }
+  std::sort(words.begin(), words.end());
+  return words;
+}
+}  // namespace
+
 std::string closest_name(const std::string& name, const std::vector<std::string>& candidates) {
   std::string lowered = name;
   std::transform(lowered.begin(), lowered.end(), lowered.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  // The same words in another order is the likeliest slip of all, however many edits apart
+  // (zero_optimization.comm_overlap for overlap_comm, in a published config).
+  const std::vector<std::string> words = sorted_words(lowered);
+  if (words.size() > 1)
+    for (const std::string& candidate : candidates)
+      if (sorted_words(candidate) == words) return candidate;
   std::string best;
   std::size_t best_distance = std::numeric_limits<std::size_t>::max();
   for (const std::string& candidate : candidates) {

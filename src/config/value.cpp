@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <sstream>
 
+#include "files/files.hpp"
+
 namespace zt::config::detail {
 namespace {
 
@@ -156,7 +158,10 @@ std::string range_text(const KeySpec& spec) {
   return "";
 }
 
+// NaN compares false with every bound, and the file parser never yields NaN or inf, but a
+// Trainer flag can (--learning_rate nan): no DeepSpeed setting means either.
 bool number_in_range(const KeySpec& spec, double v) {
+  if (!std::isfinite(v)) return false;
   return !(spec.min_value && v < *spec.min_value) && !(spec.max_value && v > *spec.max_value);
 }
 
@@ -254,10 +259,10 @@ bool same_value(const Value& a, const Value& b) {
 
 std::string describe_node(const YAML::Node& node) {
   if (!node.IsDefined() || node.IsNull()) return "null";
-  if (node.IsSequence()) return "a list " + dump_flow(node);
-  if (node.IsMap()) return "a section " + dump_flow(node);
-  if (is_quoted(node)) return "\"" + node.Scalar() + "\"";
-  return node.Scalar();
+  if (node.IsSequence()) return "a list " + files::escaped(dump_flow(node));
+  if (node.IsMap()) return "a section " + files::escaped(dump_flow(node));
+  if (is_quoted(node)) return "\"" + files::escaped(node.Scalar()) + "\"";
+  return files::escaped(node.Scalar());
 }
 
 std::string describe_expected(const KeySpec& spec) {

@@ -9,15 +9,18 @@
 
 #include <hdf5.h>
 
+#include "runtime/error.hpp"
+
 #include <stdexcept>
 #include <string>
 #include <utility>
 
 namespace zt::io {
 
-/// A file that cannot be read or written as asked: missing, malformed, wrong shape or type.
-struct IoError : std::runtime_error {
-  using std::runtime_error::runtime_error;
+/// A file that cannot be read or written as asked: missing, malformed, wrong shape or type,
+/// changed while read. A problem with the user's input (exit status 2), like a bad flag.
+struct IoError : runtime::UserError {
+  using runtime::UserError::UserError;
 };
 
 /// Turns off HDF5's automatic error-stack printing for the calling thread. Idempotent and

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "files/files.hpp"
 #include "io/hdf5_handle.hpp"
 #include "io/token_source.hpp"
 
@@ -28,7 +29,10 @@ class Hdf5TokenDataset final : public TokenSource {
   /// The dataset's (or else the file's) integer attribute "vocab_size"; 0 when absent.
   int vocab_size_hint() const override { return vocab_size_hint_; }
   /// Reads as int64, so values that do not fit int32 are reported as they are in the file.
-  void validate(int vocab_size) const override;
+  using TokenSource::validate;
+  void validate(int vocab_size, std::int64_t begin, std::int64_t end) const override;
+  /// Compares the file's device, inode, size and modification time with those at open.
+  void check_unchanged() const override;
 
   const std::string& path() const { return path_; }
   const std::string& dataset_name() const { return dataset_name_; }
@@ -45,6 +49,7 @@ class Hdf5TokenDataset final : public TokenSource {
   std::int64_t size_ = 0;
   int vocab_size_hint_ = 0;
   std::string stored_type_;
+  files::FileIdentity opened_;  // what the path named when it was opened
 };
 
 /// Full paths ("/tokens", "/group/more") of every dataset in an open file, sorted.

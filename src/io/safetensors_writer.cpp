@@ -1,11 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "io/safetensors_writer.hpp"
 
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-#include <filesystem>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
@@ -18,16 +13,10 @@ std::int64_t TensorDescription::numel() const {
   return count;
 }
 
-namespace {
-std::runtime_error file_error(const std::string& what, const std::string& path) {
-  return std::runtime_error(what + " " + path + ": " + std::strerror(errno));
-}
-}  // namespace
-
 SafetensorsWriter::SafetensorsWriter(
     std::string path, std::vector<TensorDescription> tensors,
-    const std::vector<std::pair<std::string, std::string>>& metadata)
-    : path_(std::move(path)), tensors_(std::move(tensors)) {
+    const std::vector<std::pair<std::string, std::string>>& metadata, const std::string& what)
+    : tensors_(std::move(tensors)) {
   nlohmann::ordered_json header;
   if (!metadata.empty()) {
     nlohmann::ordered_json meta;
@@ -45,33 +34,22 @@ SafetensorsWriter::SafetensorsWriter(
   // The format lets the header be padded with spaces; 8-byte alignment keeps the data aligned.
   while ((text.size() + 8) % 8 != 0) text.push_back(' ');
 
-  namespace fs = std::filesystem;
-  const fs::path target(path_);
-  std::error_code error;
-  if (target.has_parent_path()) fs::create_directories(target.parent_path(), error);
-  temporary_ = path_ + ".tmp." + std::to_string(getpid());
-  file_ = std::fopen(temporary_.c_str(), "wb");
-  if (file_ == nullptr) throw file_error("cannot write", temporary_);
+  file_ = std::make_unique<files::AtomicFile>(std::move(path), what);
   unsigned char length[8];
   const auto size = static_cast<std::uint64_t>(text.size());
   for (int i = 0; i < 8; ++i) length[i] = static_cast<unsigned char>(size >> (8 * i));
-  if (std::fwrite(length, 1, 8, file_) != 8 ||
-      std::fwrite(text.data(), 1, text.size(), file_) != text.size())
-    throw file_error("cannot write", temporary_);
+  file_->write(length, 8);
+  file_->write(text);
 }
 
-SafetensorsWriter::~SafetensorsWriter() {
-  if (file_ != nullptr) std::fclose(file_);
-  if (!finished_ && !temporary_.empty()) std::remove(temporary_.c_str());
-}
+SafetensorsWriter::~SafetensorsWriter() = default;
 
 void SafetensorsWriter::write_next(const float* values) {
   if (next_ >= tensors_.size()) throw std::logic_error("safetensors: more tensors than declared");
   const auto count = static_cast<std::size_t>(tensors_[next_].numel());
   // Little-endian fp32 is what this writer targets (every platform zerotrain builds on).
   static_assert(sizeof(float) == 4, "fp32");
-  if (std::fwrite(values, sizeof(float), count, file_) != count)
-    throw file_error("cannot write", temporary_);
+  file_->write(values, count * sizeof(float));
   ++next_;
 }
 
@@ -79,16 +57,7 @@ void SafetensorsWriter::finish() {
   if (next_ != tensors_.size())
     throw std::logic_error("safetensors: " + std::to_string(tensors_.size() - next_) +
                            " tensors were not written");
-  if (std::fflush(file_) != 0 || fsync(fileno(file_)) != 0)
-    throw file_error("cannot write", temporary_);
-  std::fclose(file_);
-  file_ = nullptr;
-  std::error_code error;
-  std::filesystem::rename(temporary_, path_, error);
-  if (error)
-    throw std::runtime_error("cannot rename " + temporary_ + " to " + path_ + ": " +
-                             error.message());
-  finished_ = true;
+  file_->commit();
 }
 
 }  // namespace zt::io

@@ -2,14 +2,17 @@
 // Writes fp32 tensors in the safetensors format (an 8-byte little-endian header length, a JSON
 // header naming each tensor's dtype, shape and byte range, then the raw data), one tensor at a
 // time, so a caller can gather and write a model with memory proportional to its largest
-// tensor. The file appears under its name only when complete (temporary file, fsync, rename).
+// tensor. The file appears under its name only when complete (files::AtomicFile: a temporary
+// file no one can redirect, every write checked, fsync, rename).
 // Written by hand: the format is one JSON header, and no C++ safetensors library is packaged.
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "files/files.hpp"
 
 namespace zt::io {
 
@@ -21,10 +24,11 @@ struct TensorDescription {
 
 class SafetensorsWriter {
  public:
-  /// Opens `path`'s temporary file and writes the header. Throws std::runtime_error naming the
-  /// path when it cannot.
+  /// Opens `path`'s temporary file and writes the header. Throws files::FileError naming the
+  /// path (and `what`, e.g. "--save-weights") when it cannot.
   SafetensorsWriter(std::string path, std::vector<TensorDescription> tensors,
-                    const std::vector<std::pair<std::string, std::string>>& metadata = {});
+                    const std::vector<std::pair<std::string, std::string>>& metadata = {},
+                    const std::string& what = "safetensors file");
   ~SafetensorsWriter();  // removes the temporary file unless finish() succeeded
   SafetensorsWriter(const SafetensorsWriter&) = delete;
   SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
@@ -35,12 +39,9 @@ class SafetensorsWriter {
   void finish();
 
  private:
-  std::string path_;
-  std::string temporary_;
   std::vector<TensorDescription> tensors_;
   std::size_t next_ = 0;
-  std::FILE* file_ = nullptr;
-  bool finished_ = false;
+  std::unique_ptr<files::AtomicFile> file_;
 };
 
 }  // namespace zt::io

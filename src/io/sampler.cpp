@@ -144,6 +144,8 @@ void Sampler::fill_micro_batch(const TokenSource& source, std::int64_t step, int
     std::copy(window_tokens.begin(), window_tokens.end() - 1, inputs + row * length);
     std::copy(window_tokens.begin() + 1, window_tokens.end(), targets + row * length);
   }
+  // After the reads: a file cut short before them reads as zeros, which only its size betrays.
+  source.check_unchanged();
 }
 
 SamplerState Sampler::state() const {

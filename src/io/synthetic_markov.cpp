@@ -162,6 +162,23 @@ SyntheticMarkovSource::SyntheticMarkovSource(const MarkovChainSpec& spec) {
   generate(spec.seed, spec.num_tokens);
 }
 
+double SyntheticMarkovSource::bytes_needed(const MarkovChainSpec& spec) {
+  const double contexts = std::pow(static_cast<double>(std::max(spec.vocab_size, 0)),
+                                   static_cast<double>(std::max(spec.order, 0)));
+  const double edges = contexts * std::max(spec.branching, 0);
+  const double tokens = static_cast<double>(std::max<std::int64_t>(spec.num_tokens, 0));
+  // Alive throughout: next_begin_ (int64 per context + 1), next_token_ (int32 per edge) and
+  // next_probability_ (double per edge).
+  const double tables = 8 * (contexts + 1) + 12 * edges;
+  // On top, in turn: the constructor's backbone and de Bruijn cycle (int32 per context each);
+  // compute_stationary's two vectors (double per context); generate()'s stationary_,
+  // next_cumulative_ and destinations (double per context, per edge, per edge) with the stream.
+  const double building = 8 * contexts;
+  const double stationary = 16 * contexts;
+  const double generating = 8 * contexts + 16 * edges + 4 * tokens;
+  return tables + std::max({building, stationary, generating});
+}
+
 SyntheticMarkovSource SyntheticMarkovSource::from_table(int vocab_size, int order,
                                                         const std::vector<double>& table,
                                                         std::uint64_t seed,

@@ -40,6 +40,13 @@ class SyntheticMarkovSource final : public TokenSource {
  public:
   explicit SyntheticMarkovSource(const MarkovChainSpec& spec);
 
+  /// The most host memory the constructor holds at once for this spec, in bytes: the token
+  /// stream (4 per token) and the transition tables (V^order contexts x branching), at their
+  /// peak while the stream is generated. In double and without building anything, so that a
+  /// run can refuse a spec it cannot hold (num_tokens 1e12 is 4 TB) before allocating; the
+  /// constructor may still refuse the spec (too many contexts, a bad branching).
+  static double bytes_needed(const MarkovChainSpec& spec);
+
   /// A chain given by its transition table: row c (the context x_1..x_k read as a base-V number,
   /// x_k least significant) holds P(next | c) for next = 0..V-1. Rows are normalized; throws
   /// std::invalid_argument when a row is negative or all zero or the chain is not irreducible.

@@ -18,11 +18,12 @@ void TokenSource::check_range(std::int64_t offset, std::int64_t count) const {
   }
 }
 
-void TokenSource::validate(int vocab_size) const {
+void TokenSource::validate(int vocab_size, std::int64_t begin, std::int64_t end) const {
+  check_range(begin, end - begin);
   constexpr std::int64_t kChunk = std::int64_t{1} << 20;
-  std::vector<std::int32_t> buffer(static_cast<std::size_t>(std::min(kChunk, size())));
-  for (std::int64_t start = 0; start < size(); start += kChunk) {
-    const std::int64_t count = std::min(kChunk, size() - start);
+  std::vector<std::int32_t> buffer(static_cast<std::size_t>(std::min(kChunk, end - begin)));
+  for (std::int64_t start = begin; start < end; start += kChunk) {
+    const std::int64_t count = std::min(kChunk, end - start);
     read(start, count, buffer.data());
     for (std::int64_t i = 0; i < count; ++i) {
       const std::int32_t token = buffer[static_cast<std::size_t>(i)];

@@ -27,7 +27,14 @@ class TokenSource {
 
   /// Scans every token and throws IoError naming the first offset whose value is outside
   /// [0, vocab_size), with its value. Reads in chunks, so it works on sources larger than memory.
-  virtual void validate(int vocab_size) const;
+  void validate(int vocab_size) const { validate(vocab_size, 0, size()); }
+  /// The same for tokens [begin, end) only: ranks split the scan of a large file.
+  virtual void validate(int vocab_size, std::int64_t begin, std::int64_t end) const;
+
+  /// Throws IoError if the data changed since it was opened (a file truncated, rewritten or
+  /// replaced during training), so that a run stops instead of training on what is there now.
+  /// Cheap enough to call after every read (a stat of the file).
+  virtual void check_unchanged() const {}
 
  protected:
   /// Throws IoError unless 0 <= offset, 0 <= count and offset + count <= size().

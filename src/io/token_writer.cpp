@@ -1,15 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "io/token_writer.hpp"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <limits>
 #include <sstream>
 
+#include "files/files.hpp"
 #include "io/hdf5_handle.hpp"
 
 namespace zt::io {
@@ -48,24 +46,6 @@ std::int64_t largest_value(TokenStorage storage) {
   return 0;
 }
 
-// Fails early, with a message about the directory, instead of letting H5Fcreate report errno.
-void check_output_location(const std::string& output_path) {
-  const fs::path output(output_path);
-  fs::path directory = output.parent_path();
-  if (directory.empty()) directory = ".";
-  std::error_code error;
-  if (output.filename().empty())
-    throw IoError("output path '" + output_path + "' names a directory, not a file");
-  if (fs::is_directory(output, error))
-    throw IoError("output path '" + output_path + "' is an existing directory");
-  if (!fs::is_directory(directory, error))
-    throw IoError("cannot write '" + output_path + "': directory '" + directory.string() +
-                  "' does not exist");
-  if (::access(directory.c_str(), W_OK) != 0)
-    throw IoError("cannot write '" + output_path + "': directory '" + directory.string() +
-                  "' is not writable");
-}
-
 void write_string_attribute(hid_t object, const char* name, const std::string& value) {
   H5Datatype type{ZT_H5_CHECK(H5Tcopy(H5T_C_S1))};
   ZT_H5_CHECK(H5Tset_size(type.get(), std::max<std::size_t>(value.size(), 1)));
@@ -83,26 +63,15 @@ void write_integer_attribute(hid_t object, const char* name, int value) {
   ZT_H5_CHECK(H5Awrite(attribute.get(), H5T_NATIVE_INT, &value));
 }
 
-// Builds one token file under a temporary name; commit() moves it into place, and destroying
-// an uncommitted writer (an exception on the way) deletes the temporary file.
+// Builds one token file in a private staging directory (HDF5 creates files by name, so the
+// name must lie where nobody can plant a link); commit() moves it into place, and destroying
+// an uncommitted writer (an exception on the way) removes it.
 class TokenFileWriter {
  public:
   TokenFileWriter(const std::string& output_path, const std::string& dataset_name,
                   TokenStorage storage, std::int64_t length)
-      : output_path_(output_path),
-        temporary_path_(output_path + ".tmp." + std::to_string(::getpid())),
-        scope_(output_path + " (written as " + temporary_path_ + ")") {
-    check_output_location(output_path_);
-    try {
-      create(dataset_name, storage, length);
-    } catch (...) {
-      discard();  // the destructor does not run for a constructor that throws
-      throw;
-    }
-  }
-
-  ~TokenFileWriter() {
-    if (!committed_) discard();
+      : staged_(output_path, "output"), scope_(output_path) {
+    create(dataset_name, storage, length);
   }
 
   TokenFileWriter(const TokenFileWriter&) = delete;
@@ -130,24 +99,13 @@ class TokenFileWriter {
     ZT_H5_CHECK(file_.close());
     // Data on disk before the name: after a crash the real name holds the old file or the
     // complete new one.
-    const int descriptor = ::open(temporary_path_.c_str(), O_RDONLY);
-    if (descriptor < 0 || ::fsync(descriptor) != 0) {
-      if (descriptor >= 0) ::close(descriptor);
-      throw IoError("cannot flush '" + temporary_path_ + "' to disk");
-    }
-    ::close(descriptor);
-    std::error_code error;
-    fs::rename(temporary_path_, output_path_, error);
-    if (error)
-      throw IoError("cannot rename '" + temporary_path_ + "' to '" + output_path_ +
-                    "': " + error.message());
-    committed_ = true;
+    staged_.commit();
   }
 
  private:
   void create(const std::string& dataset_name, TokenStorage storage, std::int64_t length) {
     file_ = H5File{
-        ZT_H5_CHECK(H5Fcreate(temporary_path_.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT))};
+        ZT_H5_CHECK(H5Fcreate(staged_.path().c_str(), H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT))};
     const hsize_t extent = static_cast<hsize_t>(length);
     H5Dataspace space{ZT_H5_CHECK(H5Screate_simple(1, &extent, nullptr))};
     H5PropertyList creation{ZT_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE))};
@@ -160,19 +118,10 @@ class TokenFileWriter {
                                          space.get(), H5P_DEFAULT, creation.get(), H5P_DEFAULT))};
   }
 
-  void discard() {
-    dataset_.reset();
-    file_.reset();
-    std::error_code ignored;
-    fs::remove(temporary_path_, ignored);
-  }
-
-  std::string output_path_;
-  std::string temporary_path_;
+  files::StagedFile staged_;  // first member: the HDF5 handles below close before it goes
   H5FileScope scope_;
   H5File file_;
   H5Dataset dataset_;
-  bool committed_ = false;
 };
 
 }  // namespace
@@ -205,35 +154,44 @@ void write_token_file(const std::string& output_path, const std::vector<std::int
   writer.commit();
 }
 
-void text_to_hdf5(const std::string& input_path, const std::string& output_path) {
-  std::error_code error;
-  if (!fs::exists(input_path, error))
-    throw IoError("text file '" + input_path + "' does not exist");
-  if (fs::is_directory(input_path, error))
-    throw IoError("text file '" + input_path + "' is a directory");
-  const std::uintmax_t bytes = fs::file_size(input_path, error);
-  if (error)
-    throw IoError("cannot read the size of text file '" + input_path + "': " + error.message());
-  if (bytes == 0) throw IoError("text file '" + input_path + "' is empty: nothing to convert");
-  std::ifstream input(input_path, std::ios::binary);
-  if (!input) throw IoError("cannot open text file '" + input_path + "' for reading");
-  if (fs::exists(output_path, error) && fs::equivalent(input_path, output_path, error))
-    throw IoError("output '" + output_path + "' is the input file");
+namespace {
+void convert_text(const std::string& input_path, const std::string& output_path);
+}  // namespace
 
-  const auto length = static_cast<std::int64_t>(bytes);
+void text_to_hdf5(const std::string& input_path, const std::string& output_path) {
+  try {
+    convert_text(input_path, output_path);
+  } catch (const files::FileError& error) {
+    throw IoError(error.what());
+  }
+}
+
+namespace {
+void convert_text(const std::string& input_path, const std::string& output_path) {
+  const files::FileIdentity input = files::check_input_file(input_path, "text file");
+  if (input.size == 0)
+    throw IoError("text file " + files::quote(input_path) + " is empty: nothing to convert");
+  files::check_outputs_are_not_inputs({{"output", output_path}}, {{"text file", input_path}});
+  std::ifstream input_stream(input_path, std::ios::binary);
+  if (!input_stream)
+    throw IoError("cannot open text file " + files::quote(input_path) + " for reading");
+
+  const std::int64_t length = input.size;
   TokenFileWriter writer(output_path, "tokens", TokenStorage::kUint8, length);
   std::vector<char> block(static_cast<std::size_t>(std::min(length, kTextBlockBytes)));
   for (std::int64_t offset = 0; offset < length;) {
     const std::int64_t count = std::min(length - offset, kTextBlockBytes);
-    input.read(block.data(), count);
-    if (input.gcount() != count)
+    input_stream.read(block.data(), count);
+    if (input_stream.gcount() != count)
       throw IoError("short read from text file '" + input_path + "' at byte " +
-                    std::to_string(offset + input.gcount()) + " (the file changed while read?)");
+                    std::to_string(offset + input_stream.gcount()) +
+                    " (the file changed while read?)");
     writer.write(offset, count, H5T_NATIVE_UCHAR, block.data());
     offset += count;
   }
   writer.set_attributes(256, "bytes", fs::path(input_path).filename().string());
   writer.commit();
 }
+}  // namespace
 
 }  // namespace zt::io

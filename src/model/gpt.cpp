@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "model/gpt.hpp"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -25,21 +26,29 @@ void call(LayerHooks* hooks, void (LayerHooks::*event)(int), int layer) {
   if (hooks != nullptr) (hooks->*event)(layer);
 }
 
-}  // namespace
-
-Gpt::Gpt(const GptConfig& config, int max_micro_batch, int max_seq_len)
-    : config_(config),
-      registry_(build_parameter_registry(config)),
-      index_{config.n_layer},
-      max_B_(max_micro_batch),
-      max_T_(max_seq_len),
-      last_T_(max_seq_len) {
-  config_.validate();
+// Runs in the constructor's initialiser list, before the registry (12 entries per layer) and
+// the activations are allocated: a shape past the limits is refused before it can exhaust
+// memory or overflow an int.
+const GptConfig& checked_config(const GptConfig& config, int max_micro_batch, int max_seq_len) {
+  config.validate();
   if (max_micro_batch <= 0 || max_seq_len <= 0)
     throw std::invalid_argument("Gpt: micro-batch size and sequence length must be positive");
   if (max_seq_len > config.n_positions)
     throw std::invalid_argument("Gpt: sequence length " + std::to_string(max_seq_len) +
                                 " exceeds n_positions " + std::to_string(config.n_positions));
+  config.check_shape(max_micro_batch, max_seq_len);
+  return config;
+}
+
+}  // namespace
+
+Gpt::Gpt(const GptConfig& config, int max_micro_batch, int max_seq_len)
+    : config_(checked_config(config, max_micro_batch, max_seq_len)),
+      registry_(build_parameter_registry(config_)),
+      index_{config.n_layer},
+      max_B_(max_micro_batch),
+      max_T_(max_seq_len),
+      last_T_(max_seq_len) {
   const std::int64_t L = config.n_layer;
   const std::int64_t BT = static_cast<std::int64_t>(max_B_) * max_T_;
   const std::int64_t C = config.n_embd;
@@ -71,21 +80,76 @@ Gpt::Gpt(const GptConfig& config, int max_micro_batch, int max_seq_len)
   attention_scratch_ = activations(kh::attention_backward_scratch_floats(max_T_));
 }
 
-std::int64_t Gpt::activation_bytes(const GptConfig& config, int max_micro_batch, int max_seq_len) {
-  // Mirrors the constructor's allocations, buffer by buffer.
-  const std::int64_t L = config.n_layer;
-  const std::int64_t BT = static_cast<std::int64_t>(max_micro_batch) * max_seq_len;
-  const std::int64_t C = config.n_embd;
-  const std::int64_t V = config.vocab_size;
-  const std::int64_t probs =
-      static_cast<std::int64_t>(max_micro_batch) * config.n_head * max_seq_len * max_seq_len;
-  const std::int64_t per_layer =
-      BT * C * 16 + 2 * 2 * BT + probs;  // ln1 qkv attn mid ln2 fc act out
-  const std::int64_t floats =
+double Gpt::activation_bytes(const GptConfig& config, std::int64_t max_micro_batch,
+                             std::int64_t max_seq_len) {
+  // Mirrors the constructor's allocations, buffer by buffer. Every term is an integer, so the
+  // sum is exact while it stays below 2^53.
+  const double L = config.n_layer;
+  const double B = static_cast<double>(max_micro_batch);
+  const double T = static_cast<double>(max_seq_len);
+  const double BT = B * T;
+  const double C = config.n_embd;
+  const double V = config.vocab_size;
+  const double probs = B * config.n_head * T * T;
+  const double per_layer = BT * C * 16 + 2 * 2 * BT + probs;  // ln1 qkv attn mid ln2 fc act out
+  const double floats =
       L * per_layer + BT * C * 2 + 2 * BT + BT * V + 2 * BT +
       BT * C * 9 +  // d_resid, d_ln, d_qkv, d_fc
-      static_cast<std::int64_t>(kh::attention_backward_scratch_floats(max_seq_len));
+      // one T x T block per worker thread, multiplied here: in size_t it could wrap
+      static_cast<double>(kh::attention_backward_scratch_floats(1)) * T * T;
   return floats * 4 + 2 * BT * 4;  // + inputs and targets (int32)
+}
+
+memory::ModelShape Gpt::memory_shape(const GptConfig& config, std::int64_t micro_batch,
+                                     std::int64_t seq_len, double persistence_threshold) {
+  memory::ModelShape shape;
+  const double C = config.n_embd;
+  const double V = config.vocab_size;
+  const double L = config.n_layer;
+  const double block = 12 * C * C + 13 * C;
+  // In double, like the planner: num_parameters() would saturate for absurd shapes.
+  shape.parameters = V * C + config.n_positions * C + L * block + 2 * C;
+  shape.largest_module =
+      std::max({V * C, config.n_positions * C, 4 * C * C + 4 * C, 3 * C * C + 3 * C});
+  shape.layer = block;
+  shape.layers = L;
+  shape.tied = V * C;
+  shape.tensors = static_cast<double>(config.num_tensors());
+  // Landing windows are never smaller than the largest layer's own (untied) parameters: a
+  // block, or wpe in the embedding layer.
+  shape.largest_own_layer = std::max(block, config.n_positions * C);
+  // Every block registers the same tensors, so a one-block registry tells what persists at
+  // stage 3 (the engine's rule, DeepSpeed's: tensors of at most the threshold stay gathered)
+  // and what each layer gathers; layer 1 stands for each of the n_layer blocks.
+  auto one_block = config;
+  one_block.n_layer = 1;
+  const auto registry = build_parameter_registry(one_block);
+  for (std::size_t p = 0; p < registry.size(); ++p) {
+    const auto& info = registry[p];
+    const double numel = static_cast<double>(info.numel);
+    const bool is_block = info.layer == 1;
+    if (numel <= persistence_threshold) {
+      shape.persistent += is_block ? L * numel : numel;
+      continue;
+    }
+    if (is_block) {
+      shape.gathered_layer += numel;
+    } else if (p == static_cast<std::size_t>(ParamIndex::wte)) {
+      shape.gathered_first += numel;  // the embedding layer and the head both read wte
+      shape.gathered_last += numel;
+    } else if (info.layer == 0) {
+      shape.gathered_first += numel;
+    } else {
+      shape.gathered_last += numel;
+    }
+  }
+  shape.activation_bytes = activation_bytes(config, micro_batch, seq_len);
+  // With activation checkpointing (Megatron's estimate): every block keeps its input, one block
+  // at a time is recomputed in full.
+  const double inputs =
+      4.0 * static_cast<double>(micro_batch) * static_cast<double>(seq_len) * C * L;
+  shape.activation_bytes_checkpointed = inputs + activation_bytes(one_block, micro_batch, seq_len);
+  return shape;
 }
 
 std::vector<int> Gpt::parameters_of_layer(int layer) const {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "memory/planner.hpp"
 #include "memory/tracker.hpp"
 #include "model/gpt_config.hpp"
 #include "model/parameters.hpp"
@@ -34,13 +35,24 @@ struct LayerHooks {
 class Gpt {
  public:
   /// Allocates every activation for micro-batches up to max_micro_batch x max_seq_len once
-  /// (tracked as Kind::Activations on Place::Device); forward/backward never allocate.
+  /// (tracked as Kind::Activations on Place::Device); forward/backward never allocate. Checks
+  /// the shape first (GptConfig::check_shape): a model or micro-batch past zerotrain's limits
+  /// is a ConfigError, before anything is allocated.
   Gpt(const GptConfig& config, int max_micro_batch, int max_seq_len);
 
   /// Bytes of activations and work space the constructor allocates for these sizes (what the
-  /// memory tracker will count as activations).
-  static std::int64_t activation_bytes(const GptConfig& config, int max_micro_batch,
-                                       int max_seq_len);
+  /// memory tracker will count as activations). In double so that any shape, even one the
+  /// constructor refuses, gives a number instead of an overflow; exact below 2^53 bytes (8 PiB).
+  static double activation_bytes(const GptConfig& config, std::int64_t max_micro_batch,
+                                 std::int64_t max_seq_len);
+
+  /// What the planner and the run-footprint estimate (memory/planner.hpp, memory/footprint.hpp)
+  /// need to know of this model for a micro-batch of micro_batch x seq_len tokens, with
+  /// tensors of at most persistence_threshold elements staying gathered at stage 3. Exact
+  /// (from the parameter registry of one block, scaled by n_layer: it never builds the whole
+  /// registry, so it is fast for any n_layer).
+  static memory::ModelShape memory_shape(const GptConfig& config, std::int64_t micro_batch,
+                                         std::int64_t seq_len, double persistence_threshold);
 
   const GptConfig& config() const { return config_; }
   /// Fixed registration order: wte, wpe, h.0.* ... h.{L-1}.*, ln_f.*

@@ -4,11 +4,18 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <set>
 #include <sstream>
 #include <type_traits>
+
+#include "memory/saturating.hpp"
+
+#include "files/files.hpp"
+#include "yaml/single_document.hpp"
 
 namespace zt::model {
 namespace {
@@ -106,30 +113,41 @@ T read_scalar(const YAML::Node& node, const std::string& source, const std::stri
   try {
     return node.as<T>();
   } catch (const YAML::Exception&) {
-    throw ConfigError(source + ": field '" + key + "' has value '" +
-                      (node.IsScalar() ? node.Scalar() : std::string("<not a scalar>")) +
-                      "', which is not a valid " +
-                      (std::is_same<T, bool>::value          ? "boolean"
-                       : std::is_same<T, std::string>::value ? "string"
-                                                             : "number"));
+    throw ConfigError(
+        source + ": field '" + key + "' has value " +
+        (node.IsScalar() ? files::quote(node.Scalar()) : std::string("<not a scalar>")) +
+        ", which is not a valid " +
+        (std::is_same<T, bool>::value          ? "boolean"
+         : std::is_same<T, std::string>::value ? "string"
+                                               : "number"));
   }
 }
 
 }  // namespace
 
+// Every field is an int, so C^2 and V*C fit in int64 but 12 C^2 or n_layer times a layer may
+// not: the saturating operations keep an absurd model's count absurd instead of negative.
 std::int64_t GptConfig::num_parameters() const {
+  using memory::saturating_add;
+  using memory::saturating_mul;
   const std::int64_t C = n_embd;
+  // ln 4C, qkv 3C^2+3C, proj C^2+C, mlp 8C^2+5C
   const std::int64_t per_layer =
-      12 * C * C + 13 * C;  // ln 4C, qkv 3C^2+3C, proj C^2+C, mlp 8C^2+5C
-  return static_cast<std::int64_t>(vocab_size) * C + static_cast<std::int64_t>(n_positions) * C +
-         n_layer * per_layer + 2 * C;
+      saturating_add(saturating_mul(12, saturating_mul(C, C)), saturating_mul(13, C));
+  std::int64_t total = saturating_mul(vocab_size, C);
+  total = saturating_add(total, saturating_mul(n_positions, C));
+  total = saturating_add(total, saturating_mul(n_layer, per_layer));
+  return saturating_add(total, 2 * C);
 }
 
 std::int64_t GptConfig::largest_layer_parameters() const {
+  using memory::saturating_add;
+  using memory::saturating_mul;
   const std::int64_t C = n_embd;
-  return std::max({static_cast<std::int64_t>(vocab_size) * C,
-                   static_cast<std::int64_t>(n_positions) * C, 4 * C * C + 4 * C,
-                   3 * C * C + 3 * C});
+  const std::int64_t C2 = saturating_mul(C, C);
+  return std::max({saturating_mul(vocab_size, C), saturating_mul(n_positions, C),
+                   saturating_add(saturating_mul(4, C2), 4 * C),
+                   saturating_add(saturating_mul(3, C2), 3 * C)});
 }
 
 void GptConfig::validate(const std::string& source) const {
@@ -137,25 +155,132 @@ void GptConfig::validate(const std::string& source) const {
     if (!(value > 0))
       throw ConfigError(source + ": '" + name + "' must be positive, got " + std::to_string(value));
   };
+  // An infinite epsilon makes every LayerNorm output its bias, an infinite init range makes
+  // every weight NaN: training would run on garbage.
+  auto require_finite = [&](const char* name, double value) {
+    if (!std::isfinite(value))
+      throw ConfigError(source + ": '" + name + "' must be a finite number, got " +
+                        std::to_string(value));
+  };
   require_positive("vocab_size", vocab_size);
   require_positive("n_positions", n_positions);
   require_positive("n_embd", n_embd);
   require_positive("n_layer", n_layer);
   require_positive("n_head", n_head);
   require_positive("layer_norm_epsilon", layer_norm_epsilon);
+  require_finite("layer_norm_epsilon", layer_norm_epsilon);
   require_positive("initializer_range", initializer_range);
+  require_finite("initializer_range", initializer_range);
   if (n_embd % n_head != 0)
     throw ConfigError(source + ": n_embd (" + std::to_string(n_embd) +
                       ") must be a multiple of n_head (" + std::to_string(n_head) + ")");
+}
+
+namespace {
+
+// "17.18e9": counts in the messages span 1e9 to 1e30, so a mantissa and a power of ten that is
+// a multiple of 3 (e9 = billions) read best; the exact number would be noise.
+std::string count_text(double count) {
+  if (count < 1e6) return std::to_string(static_cast<long long>(count));
+  int exponent = 0;
+  while (count >= 1000.0 && exponent < 300) {
+    count /= 1000.0;
+    exponent += 3;
+  }
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2fe%d", count, exponent);
+  return text;
+}
+
+const char* kLimitText = "2^31-1 (2147483647)";
+
+std::string too_many_elements(const std::string& subject, const std::string& tensor,
+                              double elements) {
+  return subject + ": " + tensor + " would hold " + count_text(elements) +
+         " elements, more than the " + kLimitText +
+         " one tensor may have in zerotrain (its kernels and MPI collectives count elements with "
+         "a 32-bit int)";
+}
+
+}  // namespace
+
+std::string GptConfig::shape_problem() const {
+  // In double: products of int fields reach 1e28, far past int64, and are exact enough here.
+  const double C = n_embd;
+  const double V = vocab_size;
+  const double P = n_positions;
+  const double limit = static_cast<double>(kMaxElementsPerTensor);
+  // The MLP weights first: they depend on n_embd alone, so the message names one field.
+  if (4 * C * C > limit)
+    return too_many_elements("n_embd " + std::to_string(n_embd),
+                             "each MLP weight (4 x n_embd x n_embd)", 4 * C * C);
+  if (V * C > limit)
+    return too_many_elements(
+        "vocab_size " + std::to_string(vocab_size) + " with n_embd " + std::to_string(n_embd),
+        "the token embedding wte (vocab_size x n_embd)", V * C);
+  if (P * C > limit)
+    return too_many_elements(
+        "n_positions " + std::to_string(n_positions) + " with n_embd " + std::to_string(n_embd),
+        "the position embedding wpe (n_positions x n_embd)", P * C);
+  // Tensors are numbered with an int (the parameter tables, the hooks' layer numbers).
+  if (static_cast<double>(num_tensors()) > limit)
+    return "n_layer " + std::to_string(n_layer) + ": the model would have " +
+           count_text(static_cast<double>(num_tensors())) +
+           " tensors (12 per layer), more than the " + kLimitText +
+           " zerotrain numbers with a 32-bit int";
+  return "";
+}
+
+std::string GptConfig::shape_problem(std::int64_t micro_batch, std::int64_t seq_len) const {
+  std::string problem = shape_problem();
+  if (!problem.empty()) return problem;
+  if (micro_batch < 1)
+    return "the micro-batch must hold at least 1 sequence, got " + std::to_string(micro_batch);
+  if (seq_len < 1 || seq_len > n_positions)
+    return "sequence length " + std::to_string(seq_len) + " is outside 1..n_positions (" +
+           std::to_string(n_positions) + ")";
+  const double limit = static_cast<double>(kMaxElementsPerTensor);
+  const double positions = static_cast<double>(micro_batch) * static_cast<double>(seq_len);
+  if (positions > limit)
+    return "micro-batch " + std::to_string(micro_batch) + " x " + std::to_string(seq_len) +
+           " tokens = " + count_text(positions) + " positions, more than the " + kLimitText +
+           " rows zerotrain's kernels count with a 32-bit int";
+  // Attention runs one problem per (sequence, head). n_head x seq_len (the device softmax's
+  // rows) needs no check: it is at most n_embd x n_positions, the size of wpe.
+  const double problems = static_cast<double>(micro_batch) * n_head;
+  if (problems > limit)
+    return "micro-batch " + std::to_string(micro_batch) + " x n_head " + std::to_string(n_head) +
+           " = " + count_text(problems) + " attention problems, more than the " + kLimitText +
+           " zerotrain's attention kernels count with a 32-bit int";
+  return "";
+}
+
+void GptConfig::check_shape(const std::string& source) const {
+  validate(source);
+  const std::string problem = shape_problem();
+  if (!problem.empty()) throw ConfigError(source + ": " + problem);
+}
+
+void GptConfig::check_shape(std::int64_t micro_batch, std::int64_t seq_len,
+                            const std::string& source) const {
+  validate(source);
+  const std::string problem = shape_problem(micro_batch, seq_len);
+  if (!problem.empty()) throw ConfigError(source + ": " + problem);
 }
 
 GptConfig parse_gpt_config(const std::string& text, const std::string& source, ConfigFormat format,
                            std::vector<std::string>* warnings) {
   YAML::Node root;
   try {
-    root = YAML::Load(text);  // JSON is read by the YAML parser too
+    // JSON is read by the YAML parser too. Load reads the first document only: a second one
+    // after "---" would be dropped without a word.
+    root = YAML::Load(text);
+    if (const int line = yaml::second_document_line(text))
+      throw ConfigError(source + ": holds 2 YAML documents or more (the second starts at line " +
+                        std::to_string(line) +
+                        ", after '---' or stray text); a model description is one");
   } catch (const YAML::Exception& e) {
-    throw ConfigError(source + ": cannot parse: " + e.what());
+    throw ConfigError(source + ": cannot parse: " + files::escaped(e.what()));
   }
   if (!root.IsMap()) throw ConfigError(source + ": expected a mapping of GPT-2 config fields");
 
@@ -171,7 +296,9 @@ GptConfig parse_gpt_config(const std::string& text, const std::string& source, C
   bool saw_n_ctx = false;
   int n_ctx = 0;
   for (const auto& item : root) {
-    const std::string key = item.first.as<std::string>();
+    if (!item.first.IsScalar())
+      throw ConfigError(source + ": a field name must be a string, not a list or mapping");
+    const std::string key = item.first.Scalar();
     const YAML::Node& value = item.second;
     if (key == "vocab_size") {
       config.vocab_size = read_scalar<int>(value, source, key);
@@ -227,7 +354,7 @@ GptConfig parse_gpt_config(const std::string& text, const std::string& source, C
     } else if (ignored_fields().count(key) != 0) {
       // no effect on the language model's math
     } else {
-      throw ConfigError(source + ": unknown field '" + key + "'" + did_you_mean(key));
+      throw ConfigError(source + ": unknown field " + files::quote(key) + did_you_mean(key));
     }
   }
   if (saw_n_ctx) {
@@ -238,23 +365,25 @@ GptConfig parse_gpt_config(const std::string& text, const std::string& source, C
   }
   if (root["n_inner"].IsDefined() && !root["n_inner"].IsNull()) {
     const int n_inner = read_scalar<int>(root["n_inner"], source, "n_inner");
-    if (n_inner != 4 * config.n_embd)
+    // In int64: 4 * n_embd overflows an int for n_embd above 2^29.
+    const std::int64_t mlp_width = 4 * static_cast<std::int64_t>(config.n_embd);
+    if (n_inner != mlp_width)
       throw ConfigError(source + ": n_inner=" + std::to_string(n_inner) +
                         " is not supported; the MLP width is 4*n_embd (" +
-                        std::to_string(4 * config.n_embd) + "); use null");
+                        std::to_string(mlp_width) + "); use null");
   }
   config.validate(source);
   return config;
 }
 
-GptConfig load_gpt_config(const std::string& path, std::vector<std::string>* warnings) {
-  std::ifstream file(path);
-  if (!file) throw ConfigError(path + ": cannot open the model config file");
-  std::ostringstream text;
-  text << file.rdbuf();
+ConfigFormat config_format_of(const std::string& path) {
   const bool is_json = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
-  return parse_gpt_config(text.str(), path,
-                          is_json ? ConfigFormat::HuggingFaceJson : ConfigFormat::Yaml, warnings);
+  return is_json ? ConfigFormat::HuggingFaceJson : ConfigFormat::Yaml;
+}
+
+GptConfig load_gpt_config(const std::string& path, std::vector<std::string>* warnings) {
+  const std::string text = files::read_input_file(path, "model description");
+  return parse_gpt_config(text, files::escaped(path), config_format_of(path), warnings);
 }
 
 }  // namespace zt::model

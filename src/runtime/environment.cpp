@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "runtime/environment.hpp"
 
-#include <Kokkos_Core.hpp>
 #include <sched.h>
 #include <unistd.h>
+#include <Kokkos_Core.hpp>
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -17,6 +18,7 @@
 #include <omp.h>
 #endif
 
+#include "files/files.hpp"
 #include "runtime/error.hpp"
 
 namespace zt::runtime {
@@ -58,7 +60,8 @@ std::string describe_launcher() {
     return concat("inside Slurm job ", job, ", not by srun");
   }
   if (std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr) return "mpirun (Open MPI)";
-  if (std::getenv("PMI_RANK") != nullptr || std::getenv("PMIX_RANK") != nullptr) return "mpiexec (PMI)";
+  if (std::getenv("PMI_RANK") != nullptr || std::getenv("PMIX_RANK") != nullptr)
+    return "mpiexec (PMI)";
   return "singleton (no launcher)";
 }
 
@@ -72,12 +75,16 @@ std::string mpi_error_message(int code, const char* call, const char* file, int 
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (initialized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  return concat("MPI call ", call, " failed on rank ", rank, ": ", text, " (", file, ":", line, ")");
+  return concat("MPI call ", call, " failed on rank ", rank, ": ", text, " (", file, ":", line,
+                ")");
 }
 
 Environment::Environment(int& argc, char**& argv) {
   int initialized = 0;
   MPI_Initialized(&initialized);
+  // A file size limit (ulimit -f) makes writes fail with EFBIG, reported with the file's name,
+  // instead of killing the process with SIGXFSZ.
+  std::signal(SIGXFSZ, SIG_IGN);
   if (!initialized) {
     int provided = 0;
     ZT_MPI_CHECK(MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided));
@@ -90,8 +97,8 @@ Environment::Environment(int& argc, char**& argv) {
   ZT_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &error_comm_));
 
   MPI_Comm node_comm = MPI_COMM_NULL;
-  ZT_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info_.rank,
-                                   MPI_INFO_NULL, &node_comm));
+  ZT_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, info_.rank, MPI_INFO_NULL,
+                                   &node_comm));
   ZT_MPI_CHECK(MPI_Comm_rank(node_comm, &info_.local_rank));
   ZT_MPI_CHECK(MPI_Comm_size(node_comm, &info_.local_size));
   MPI_Comm_free(&node_comm);
@@ -124,10 +131,17 @@ const ProcessInfo& Environment::current() {
   return g_current != nullptr ? *g_current : serial;
 }
 
+int exit_code_for(const std::exception& error) {
+  if (dynamic_cast<const UserError*>(&error) != nullptr) return 2;
+  if (const auto* file = dynamic_cast<const files::FileError*>(&error))
+    return file->is_input_problem() ? 2 : 1;
+  return 1;
+}
+
 int Environment::fail(const std::exception& error) {
-  const bool user_error = dynamic_cast<const UserError*>(&error) != nullptr;
-  const int exit_code = user_error ? 2 : 1;
-  const std::string message = error.what();
+  const int exit_code = exit_code_for(error);
+  // Names and keys in messages come from files and flags: nothing in them may act on a terminal.
+  const std::string message = files::escaped(error.what(), /*keep_newlines=*/true);
 
   // Did every rank fail? Give the others a moment to reach this point too.
   MPI_Request request = MPI_REQUEST_NULL;
@@ -177,6 +191,9 @@ int Environment::fail(const std::exception& error) {
     }
     std::fflush(stderr);
   }
+  // Nobody leaves before rank 0's message is out: a launcher that sees one rank exit non-zero
+  // kills the others, rank 0 included, and the message would be lost.
+  MPI_Barrier(error_comm_);
   return exit_code;
 }
 

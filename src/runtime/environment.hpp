@@ -23,6 +23,10 @@ struct ProcessInfo {
 /// OMP_NUM_THREADS when set, else the cores this rank may run on divided among the ranks that
 /// share them, so `mpirun -np 2` on 2 cores does not oversubscribe.
 /// Collective: every rank constructs it.
+/// 2 for problems with what the user gave (runtime::UserError, files::FileError about a path),
+/// 1 for failures at run time.
+int exit_code_for(const std::exception& error);
+
 class Environment {
  public:
   Environment(int& argc, char**& argv);

@@ -4,12 +4,15 @@
 #include <cmath>
 #include <cstdio>
 
+#include "files/files.hpp"
 #include "runtime/environment.hpp"
 
 namespace zt::runtime {
 
-void print(const std::string& line) {
+void print(const std::string& raw_line) {
   if (Environment::current().rank != 0) return;
+  // Paths and names from files and flags end up in these lines: nothing may act on a terminal.
+  const std::string line = files::escaped(raw_line, /*keep_newlines=*/true);
   std::fwrite(line.data(), 1, line.size(), stdout);
   std::fputc('\n', stdout);
   std::fflush(stdout);
@@ -17,13 +20,13 @@ void print(const std::string& line) {
 
 void warn(const std::string& line) {
   std::fprintf(stderr, "zerotrain: warning (rank %d): %s\n", Environment::current().rank,
-               line.c_str());
+               files::escaped(line, true).c_str());
   std::fflush(stderr);
 }
 
 void warn_once(const std::string& line) {
   if (Environment::current().rank != 0) return;
-  std::fprintf(stderr, "zerotrain: warning: %s\n", line.c_str());
+  std::fprintf(stderr, "zerotrain: warning: %s\n", files::escaped(line, true).c_str());
   std::fflush(stderr);
 }
 

@@ -4,6 +4,8 @@
 // the scheduler/optimizer parameters.
 #include <gtest/gtest.h>
 
+#include "files/files.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -180,8 +182,10 @@ TEST(RealConfigs, ExampleInputsResolve) {
   }
 }
 
-TEST(RealConfigs, MissingFileIsAConfigError) {
-  EXPECT_THROW(load_config(kData + "/no_such_file.json", {}, {}, 1, 0), ConfigError);
+TEST(RealConfigs, MissingOrIrregularFilesAreFileErrors) {
+  EXPECT_THROW(load_config(kData + "/no_such_file.json", {}, {}, 1, 0), zt::files::FileError);
+  EXPECT_THROW(load_config(kData, {}, {}, 1, 0), zt::files::FileError);  // a directory
+  EXPECT_THROW(load_config("/dev/null", {}, {}, 1, 0), zt::files::FileError);
 }
 
 TEST(RealConfigs, SyntaxErrorNamesTheLine) {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The byte-level text converter and the token file writer.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -104,17 +105,24 @@ TEST(TextToHdf5, UnwritableOutputs) {
   TempDirectory directory;
   const std::string input = directory.file("in.txt");
   std::ofstream(input) << "some text";
-  const std::string missing_directory = directory.file("no/such/dir/out.h5");
-  std::string message = error_message([&] { text_to_hdf5(input, missing_directory); });
-  EXPECT_NE(message.find("does not exist"), std::string::npos) << message;
-
   std::filesystem::create_directory(directory.file("existing"));
-  message = error_message([&] { text_to_hdf5(input, directory.file("existing")); });
-  EXPECT_NE(message.find("directory"), std::string::npos) << message;
+  std::string message = error_message([&] { text_to_hdf5(input, directory.file("existing")); });
+  EXPECT_NE(message.find("is a directory"), std::string::npos) << message;
 
   message = error_message([&] { text_to_hdf5(input, input); });
-  EXPECT_NE(message.find("is the input"), std::string::npos) << message;
-  EXPECT_EQ(files_in(directory.path()), (std::vector<std::string>{"existing", "in.txt"}));
+  EXPECT_NE(message.find("is also an input"), std::string::npos) << message;
+  ASSERT_EQ(symlink(input.c_str(), directory.file("link.h5").c_str()), 0);
+  message = error_message([&] { text_to_hdf5(input, directory.file("link.h5")); });
+  EXPECT_NE(message.find("is also an input"), std::string::npos) << message;
+  std::ifstream kept(input);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(kept), {}), "some text");
+  EXPECT_EQ(files_in(directory.path()),
+            (std::vector<std::string>{"existing", "in.txt", "link.h5"}));
+  EXPECT_TRUE(std::filesystem::is_empty(directory.file("existing")));
+
+  // Like every output, missing directories are created.
+  text_to_hdf5(input, directory.file("no/such/dir/out.h5"));
+  EXPECT_TRUE(std::filesystem::exists(directory.file("no/such/dir/out.h5")));
 }
 
 TEST(WriteTokenFile, RejectsTokensThatDoNotFitAndLeavesNothing) {

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <gtest/gtest.h>
 
+#include "files/files.hpp"
+
 #include <string>
 #include <vector>
 
@@ -114,7 +116,8 @@ TEST(GptConfig, InconsistentNumbersAreRefused) {
 }
 
 TEST(GptConfig, MissingFileAndWrongTypesAreClearErrors) {
-  EXPECT_THROW(zt::model::load_gpt_config("/nonexistent/model.yaml"), ConfigError);
+  EXPECT_THROW(zt::model::load_gpt_config("/nonexistent/model.yaml"), zt::files::FileError);
+  EXPECT_THROW(zt::model::load_gpt_config("/dev/zero"), zt::files::FileError);
   EXPECT_NE(error_of("activation_function: [gelu_new]\n").find("not a valid string"),
             std::string::npos);
 }

@@ -309,6 +309,7 @@ TEST(Gpt, ActivationBytesIsWhatTheModelAllocates) {
     zt::model::Gpt model(config, B, T);
     const auto allocated =
         tracker.usage(zt::memory::Place::Device, zt::memory::Kind::Activations).current - before;
-    EXPECT_EQ(allocated, zt::model::Gpt::activation_bytes(config, B, T)) << B << " x " << T;
+    EXPECT_EQ(static_cast<double>(allocated), zt::model::Gpt::activation_bytes(config, B, T))
+        << B << " x " << T;
   }
 }

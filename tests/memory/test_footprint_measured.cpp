@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: Apache-2.0
+// The run footprint (memory/footprint.hpp) against the memory tracker of real training steps:
+// a small model at stages 0-3 on 1, 2 and 4 ranks, with the settings `zerotrain plan`
+// recommends, DeepSpeed's defaults, and settings that exercise every rule (buckets below a
+// layer, a window per bucket, gradient accumulation, partial reuse, a max_live cap).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <random>
+#include <string>
+
+#include "comm/communicator.hpp"
+#include "io/sampler.hpp"
+#include "io/synthetic_markov.hpp"
+#include "io/token_source.hpp"
+#include "memory/footprint.hpp"
+#include "memory/tracker.hpp"
+#include "model/gpt.hpp"
+#include "zero/engine.hpp"
+
+namespace {
+
+using zt::memory::Kind;
+using zt::memory::Place;
+
+constexpr int kMicroBatch = 2;
+constexpr int kSeqLen = 16;
+constexpr double kPersistence = 1000;  // the blocks' four weights and both embeddings gather
+
+zt::model::GptConfig small_model() {
+  zt::model::GptConfig config;
+  config.vocab_size = 40;
+  config.n_positions = 32;
+  config.n_embd = 40;  // tensors of 40, 120, 160 elements: the flat layout pads them
+  config.n_layer = 3;
+  config.n_head = 4;
+  return config;
+}
+
+struct Variant {
+  const char* name;
+  zt::memory::PlanSettings settings;
+};
+
+std::vector<Variant> variants() {
+  const auto shape =
+      zt::model::Gpt::memory_shape(small_model(), kMicroBatch, kSeqLen, kPersistence);
+  std::vector<Variant> list;
+  auto recommended = zt::memory::plan_settings(shape);
+  recommended.persistence_threshold = kPersistence;
+  list.push_back({"recommended", recommended});
+
+  zt::memory::PlanSettings defaults;  // DeepSpeed's, as EngineSettings has them
+  defaults.reduce_bucket_size = 5e8;
+  defaults.overlap_comm = false;
+  defaults.prefetch_bucket_size = 5e7;
+  defaults.persistence_threshold = kPersistence;
+  defaults.max_live_parameters = 1e9;
+  defaults.max_reuse_distance = 1e9;  // keeps every layer gathered from forward to backward
+  list.push_back({"deepspeed_defaults", defaults});
+
+  zt::memory::PlanSettings rules;
+  rules.reduce_bucket_size = 3000;  // below a layer: windows of the largest layer
+  rules.overlap_comm = true;
+  rules.contiguous_gradients = false;     // a window per bucket, kept until the reductions end
+  rules.gradient_accumulation_steps = 2;  // the second micro-step reduces through scratch
+  rules.prefetch_bucket_size = 5000;      // whole tensors: one weight ahead
+  rules.persistence_threshold = kPersistence;
+  rules.max_reuse_distance = 2.5 * shape.layer;  // the last block and the head stay
+  list.push_back({"every_rule", rules});
+
+  zt::memory::PlanSettings capped = defaults;
+  capped.max_reuse_distance = 0;
+  capped.max_live_parameters = 20000;  // prefetch stops at one block's worth
+  list.push_back({"max_live_cap", capped});
+  return list;
+}
+
+zt::zero::EngineSettings engine_settings(int stage, const zt::memory::PlanSettings& plan) {
+  zt::zero::EngineSettings settings;
+  settings.stage = stage;
+  settings.micro_batch = kMicroBatch;
+  settings.seq_len = kSeqLen;
+  settings.gradient_accumulation_steps = static_cast<int>(plan.gradient_accumulation_steps);
+  settings.reduce_bucket_size = static_cast<std::int64_t>(plan.reduce_bucket_size);
+  settings.allgather_bucket_size = static_cast<std::int64_t>(plan.reduce_bucket_size);
+  settings.overlap_comm = plan.overlap_comm;
+  settings.contiguous_gradients = plan.contiguous_gradients;
+  settings.reduce_scatter = plan.reduce_scatter;
+  settings.prefetch_bucket_size = static_cast<std::int64_t>(plan.prefetch_bucket_size);
+  settings.param_persistence_threshold = static_cast<std::int64_t>(plan.persistence_threshold);
+  settings.max_live_parameters = static_cast<std::int64_t>(plan.max_live_parameters);
+  settings.max_reuse_distance = static_cast<std::int64_t>(plan.max_reuse_distance);
+  settings.optimizer.lr = 1e-3;
+  settings.seed = 7;
+  return settings;
+}
+
+struct Measured {
+  double parameters, gradients, optimizer_states, comm_buffers, activations, host_activations;
+};
+
+Measured train_and_measure(zt::comm::Communicator& comm, const zt::zero::EngineSettings& settings) {
+  auto& tracker = zt::memory::Tracker::instance();
+  auto peak_above = [&](Place place, Kind kind, std::int64_t base) {
+    return static_cast<double>(tracker.usage(place, kind).peak - base);
+  };
+  auto current = [&](Place place, Kind kind) { return tracker.usage(place, kind).current; };
+  const auto base_parameters = current(Place::Device, Kind::Parameters);
+  const auto base_gradients = current(Place::Device, Kind::Gradients);
+  const auto base_states = current(Place::Device, Kind::OptimizerStates);
+  const auto base_comm = current(Place::Device, Kind::CommBuffers);
+  const auto base_activations = current(Place::Device, Kind::Activations);
+  const auto base_host = current(Place::Host, Kind::Activations);
+  tracker.reset_peaks();
+
+  const auto config = small_model();
+  std::mt19937 generator(3);
+  std::vector<std::int32_t> stream(4000);
+  for (auto& token : stream) token = static_cast<std::int32_t>(generator() % config.vocab_size);
+  const zt::io::InMemoryTokens tokens(stream, config.vocab_size);
+  const int accumulation = settings.gradient_accumulation_steps;
+  zt::model::Gpt model(config, kMicroBatch, kSeqLen);
+  zt::zero::Engine engine(model, comm, settings);
+  zt::io::SamplerConfig sampler_config{kSeqLen,
+                                       kMicroBatch * accumulation * comm.size(),
+                                       kMicroBatch,
+                                       accumulation,
+                                       comm.size(),
+                                       comm.rank(),
+                                       5};
+  zt::io::Sampler sampler(sampler_config, tokens);
+  for (int step = 0; step < 2; ++step)
+    engine.train_step([&](int micro, std::int32_t* inputs, std::int32_t* targets) {
+      sampler.fill_micro_batch(tokens, step, micro, inputs, targets);
+    });
+  return Measured{peak_above(Place::Device, Kind::Parameters, base_parameters),
+                  peak_above(Place::Device, Kind::Gradients, base_gradients),
+                  peak_above(Place::Device, Kind::OptimizerStates, base_states),
+                  peak_above(Place::Device, Kind::CommBuffers, base_comm),
+                  peak_above(Place::Device, Kind::Activations, base_activations),
+                  peak_above(Place::Host, Kind::Activations, base_host)};
+}
+
+// Within 10% (the e2e plan test's bound), and within the flat layout's alignment padding
+// (up to 15 elements per tensor, 4 bytes each) where the quantity is that small.
+void expect_close(double predicted, double measured, const std::string& what) {
+  const double padding = 4.0 * 15 * static_cast<double>(small_model().num_tensors());
+  EXPECT_LE(std::fabs(predicted - measured), std::max(0.1 * measured, padding))
+      << what << ": predicted " << predicted << ", measured " << measured;
+}
+
+class FootprintMeasured : public ::testing::TestWithParam<int> {};
+
+TEST_P(FootprintMeasured, ModelStatesAndActivationsMatchTheTracker) {
+  const int stage = GetParam();
+  auto world = zt::comm::make_mpi_communicator(MPI_COMM_WORLD);
+  for (const auto& variant : variants()) {
+    SCOPED_TRACE(std::string(variant.name) + ", stage " + std::to_string(stage) + ", " +
+                 std::to_string(world->size()) + " ranks");
+    const Measured measured = train_and_measure(*world, engine_settings(stage, variant.settings));
+
+    zt::memory::RunDescription run;
+    run.model = zt::model::Gpt::memory_shape(small_model(), kMicroBatch, kSeqLen,
+                                             variant.settings.persistence_threshold);
+    run.placement.stage = stage;
+    run.ranks = world->size();
+    run.settings = variant.settings;
+    run.micro_batch = kMicroBatch;
+    run.seq_len = kSeqLen;
+    const auto footprint = zt::memory::run_footprint(run);
+
+    expect_close(footprint.parameters, measured.parameters, "parameters");
+    expect_close(footprint.gradients, measured.gradients, "gradients");
+    expect_close(footprint.optimizer_states, measured.optimizer_states, "optimizer states");
+    expect_close(footprint.comm_buffers, measured.comm_buffers, "communication scratch");
+    EXPECT_EQ(footprint.activations, measured.activations);
+    // The engine's micro-batch token buffers are part of the host bookkeeping.
+    EXPECT_GE(footprint.bookkeeping, measured.host_activations);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Stage, FootprintMeasured, ::testing::Values(0, 1, 2, 3));
+
+double resident_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string key;
+  while (status >> key)
+    if (key == "VmRSS:") {
+      double kib = 0;
+      status >> kib;
+      return kib * 1024;
+    }
+  return 0;
+}
+
+// The data part of the footprint: what the synthetic source holds once built is its stream
+// and tables, and bytes_needed bounds it (it also covers the construction's transients).
+TEST(SyntheticDataBytes, BoundWhatTheSourceHolds) {
+  // 64 MiB of tokens: past glibc's largest mmap threshold, so they are fresh resident pages.
+  auto spec = zt::io::default_synthetic_spec(64, std::int64_t{1} << 24);
+  const double needed = zt::io::SyntheticMarkovSource::bytes_needed(spec);
+  EXPECT_GE(needed, 4.0 * spec.num_tokens);
+  EXPECT_LE(needed, 4.0 * spec.num_tokens + (1 << 20));  // 256 contexts: small tables
+  const double before = resident_bytes();
+  const zt::io::SyntheticMarkovSource source(spec);
+  const double grown = resident_bytes() - before;
+  EXPECT_GE(grown, 0.9 * 4.0 * spec.num_tokens);
+  EXPECT_LE(grown, needed + (4 << 20)) << "resident growth " << grown << ", needed " << needed;
+  // The sizes a command line can ask for: finite, huge, no overflow.
+  spec.num_tokens = 1000000000000;  // --synthetic-tokens 1e12
+  EXPECT_DOUBLE_EQ(
+      zt::io::SyntheticMarkovSource::bytes_needed(spec),
+      4e12 + zt::io::SyntheticMarkovSource::bytes_needed(zt::io::default_synthetic_spec(64, 0)));
+  spec.vocab_size = 50257;  // V^order contexts: the constructor refuses, the bound does not
+  spec.order = 8;
+  EXPECT_TRUE(std::isfinite(zt::io::SyntheticMarkovSource::bytes_needed(spec)));
+  EXPECT_GT(zt::io::SyntheticMarkovSource::bytes_needed(spec), 1e37);
+}
+
+}  // namespace
