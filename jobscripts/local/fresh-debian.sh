@@ -50,6 +50,8 @@ mount -t sysfs sys "$root/sys"
 mount --bind /dev "$root/dev"
 mount --bind /dev/pts "$root/dev/pts"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# A real machine knows its own name; without it every mpirun waits on DNS for the host name.
+cp /etc/hosts "$root/etc/hosts"
 
 project=/home/user/project
 mkdir -p "$root$project"

@@ -134,8 +134,8 @@ munged --foreground --force --key-file="$tmp/munge.key" --socket="$tmp/munge.soc
 pids+=($!)
 
 # slurm.conf: one node with this machine's CPUs and memory, one partition. proctrack/linuxproc
-# and task/affinity track and bind tasks without cgroups (no cgroup.conf needed, so it works in
-# containers); config_overrides: slurmd trusts this file over the hardware it detects (a
+# and task/affinity track and bind tasks without cgroups (so it works in containers; see
+# cgroup.conf below); config_overrides: slurmd trusts this file over the hardware it detects (a
 # container's CPU limit); no accounting database.
 cat >"$tmp/slurm.conf" <<CONF
 ClusterName=zt-test
@@ -173,6 +173,15 @@ MinJobAge=300
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus Sockets=1 CoresPerSocket=$cpus ThreadsPerCore=1 RealMemory=$memory_mib State=UNKNOWN
 PartitionName=zt Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
+# slurmd 22.05 initialises a cgroup plugin even when nothing uses it, and fails where no cgroup
+# file system is mounted (a chroot such as fresh-debian.sh's, some containers); the v1 plugin
+# pointed at an empty directory of our own starts anywhere and is never used.
+mkdir -p "$tmp/cgroup"
+cat >"$tmp/cgroup.conf" <<CGROUP
+CgroupPlugin=cgroup/v1
+CgroupMountpoint=$tmp/cgroup
+CgroupAutomount=no
+CGROUP
 export SLURM_CONF=$tmp/slurm.conf
 
 for _ in $(seq 50); do
