@@ -13,10 +13,20 @@ namespace zt::app {
 
 /// Every setting of `config` this build cannot run yet, as "not supported yet: ..." lines.
 inline std::vector<std::string> unsupported_by_engine(const config::ResolvedConfig& config) {
-  // Every ZeRO stage trains; what the engine cannot run yet (16-bit training, offload) the
-  // config reader already refuses with "not supported yet".
-  (void)config;
-  return {};
+  // Every ZeRO stage trains in fp32, fp16 and bf16; what the engine cannot run yet (offload)
+  // the config reader already refuses with "not supported yet".
+  std::vector<std::string> problems;
+  const auto& precision = config.precision;
+  // The engine accumulates in the training dtype, or in fp32 at stages 0-1 (DeepSpeed's
+  // BF16_Optimizer, what bf16 without ZeRO gets by default).
+  const bool fp32_at_stage_0_or_1 =
+      precision.grad_accum_dtype == config::DataType::kFp32 && config.zero.stage <= 1;
+  if (precision.grad_accum_dtype != precision.training_dtype && !fp32_at_stage_0_or_1)
+    problems.push_back(
+        "not supported yet: data_types.grad_accum_dtype different from the training dtype at "
+        "ZeRO stage 2 or 3 (gradients accumulate in the model's dtype there, as DeepSpeed's "
+        "ZeRO does by default)");
+  return problems;
 }
 
 }  // namespace zt::app

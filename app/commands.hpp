@@ -69,9 +69,11 @@ struct PlanOptions {
   std::string cpu_memory;      // per node
   std::string nvme_bandwidth;  // per node, bytes/s (optional)
   int micro_batch = 1;
-  int seq_len = 0;         // 0: the model's n_positions
-  std::string config_out;  // write the recommended config here as well
-  std::string json_out;    // the whole plan as JSON (for scripts and tests)
+  int seq_len = 0;          // 0: the model's n_positions
+  std::string config_out;   // write the recommended config here as well
+  std::string json_out;     // the whole plan as JSON (for scripts and tests)
+  std::string config_path;  // plan in this DeepSpeed config's precision (fp16, bf16, ...)
+  std::string precision;    // fp32, fp16 or bf16 (default: the config's, else fp32)
 };
 
 /// zerotrain data check: a token file as training would open and validate it. train runs it

@@ -248,6 +248,13 @@ int main(int argc, char** argv) {
   plan_command->add_option("--config-out", plan.config_out,
                            "Also write the recommended config to this file");
   plan_command->add_option("--json", plan.json_out, "Write the whole plan as JSON to this file");
+  plan_command
+      ->add_option("--config", plan.config_path,
+                   "Plan in this DeepSpeed config's precision (fp16, bf16, "
+                   "communication_data_type, data_types.grad_accum_dtype)")
+      ->check(kRegularFile);
+  plan_command->add_option("--precision", plan.precision,
+                           "fp32, fp16 or bf16 (default: the config's, else fp32)");
 
   std::string text_input, hdf5_output;
   auto* data_command = app.add_subcommand("data", "Prepare training data");

@@ -21,6 +21,7 @@
 #include "app/commands.hpp"
 #include "app/default_inputs.hpp"
 #include "app/report.hpp"
+#include "backend/backend.hpp"
 #include "build_info.hpp"
 #include "comm/communicator.hpp"
 #include "config/config.hpp"
@@ -44,6 +45,7 @@
 #include "runtime/subprocess.hpp"
 #include "runtime/timer.hpp"
 #include "zero/engine.hpp"
+#include "zero/loss_scaler.hpp"
 
 namespace zt::app {
 
@@ -76,6 +78,51 @@ std::string config_problems(const config::ConfigError& error, const std::string&
       << (error.problems.size() == 1 ? "" : "s") << " in the DeepSpeed config:";
   for (const auto& problem : error.problems) out << "\n  - " << problem;
   return out.str();
+}
+
+backend::DType to_dtype(config::DataType type) {
+  switch (type) {
+    case config::DataType::kFp16:
+      return backend::DType::F16;
+    case config::DataType::kBf16:
+      return backend::DType::BF16;
+    case config::DataType::kFp32:
+      break;
+  }
+  return backend::DType::F32;
+}
+
+zero::LossScalerSettings to_loss_scaler_settings(const config::LossScalerValues& in) {
+  zero::LossScalerSettings out;
+  out.dynamic = in.dynamic;
+  out.static_scale = in.static_scale;
+  out.init_scale = in.init_scale;
+  out.window = in.window;
+  out.min_scale = in.min_scale;
+  out.delayed_shift = in.delayed_shift;
+  out.consecutive_hysteresis = in.consecutive_hysteresis;
+  out.raise_error_at_min_scale = in.raise_error_at_min_scale;
+  return out;
+}
+
+// Test hook (the suite's overflow tests): ZT_TEST_INJECT_OVERFLOW="3,7" makes rank 0 write +inf
+// into a gradient on global steps 3 and 7, so the skip path runs end to end. Not for users:
+// nothing documents it outside the tests.
+std::vector<std::int64_t> injected_overflow_steps() {
+  std::vector<std::int64_t> steps;
+  const char* text = std::getenv("ZT_TEST_INJECT_OVERFLOW");
+  if (text == nullptr) return steps;
+  std::stringstream stream(text);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    std::int64_t step = 0;
+    const auto [end, error] = std::from_chars(item.data(), item.data() + item.size(), step);
+    if (error != std::errc() || end != item.data() + item.size() || step < 1)
+      throw UserError(concat("ZT_TEST_INJECT_OVERFLOW: '", files::escaped(item),
+                             "' is not a step number (1, 2, ...)"));
+    steps.push_back(step);
+  }
+  return steps;
 }
 
 optim::OptimizerSettings to_optimizer_settings(const config::OptimizerConfig& in) {
@@ -438,11 +485,17 @@ std::string check_memory(const RunInputs& run, const runtime::ProcessInfo& proce
                          const std::optional<io::MarkovChainSpec>& synthetic, double device_limit) {
   const auto& cfg = run.config;
   memory::RunDescription need;
-  need.model = model::Gpt::memory_shape(run.model, cfg.train_micro_batch_size_per_gpu, run.seq_len,
-                                        static_cast<double>(cfg.zero.param_persistence_threshold));
+  const backend::DType dtype = to_dtype(cfg.precision.training_dtype);
+  need.model =
+      model::Gpt::memory_shape(run.model, cfg.train_micro_batch_size_per_gpu, run.seq_len,
+                               static_cast<double>(cfg.zero.param_persistence_threshold), dtype);
   need.placement.stage = cfg.zero.stage;
   need.ranks = process.world_size;
   auto& zero = need.settings;
+  zero.precision.training_bytes = kernels::size_of(dtype);
+  zero.precision.communication_bytes = kernels::size_of(to_dtype(cfg.communication_data_type));
+  zero.precision.master_copy = dtype != backend::DType::F32;  // the engine's mixed()
+  zero.precision.accumulation_bytes = kernels::size_of(to_dtype(cfg.precision.grad_accum_dtype));
   zero.reduce_bucket_size = static_cast<double>(cfg.zero.reduce_bucket_size);
   zero.overlap_comm = cfg.zero.overlap_comm;
   zero.contiguous_gradients = cfg.zero.contiguous_gradients;
@@ -485,8 +538,7 @@ std::string check_token_file_in_helper(const TrainOptions& options, int vocab_si
   const auto result = runtime::run_helper_process(
       {runtime::own_executable(), "data", "check", options.data_path, "--dataset",
        options.dataset_name, "--vocab-size", std::to_string(vocab_size), "--part",
-       std::to_string(process.rank), std::to_string(process.world_size), "--memory-limit",
-       "4GiB"},
+       std::to_string(process.rank), std::to_string(process.world_size), "--memory-limit", "4GiB"},
       timeout);
   const std::string file = "token file " + files::quote(options.data_path);
   if (!result.finished)
@@ -682,7 +734,9 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   auto comm = comm::make_mpi_communicator(MPI_COMM_WORLD);
   const runtime::DeviceChoice device = runtime::select_device(process.local_rank);
 
-  model::Gpt model(run.model, static_cast<int>(cfg.train_micro_batch_size_per_gpu), run.seq_len);
+  const backend::DType dtype = to_dtype(cfg.precision.training_dtype);
+  model::Gpt model(run.model, static_cast<int>(cfg.train_micro_batch_size_per_gpu), run.seq_len,
+                   dtype);
 
   zero::EngineSettings settings;
   settings.stage = cfg.zero.stage;
@@ -705,6 +759,12 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   settings.optimizer = to_optimizer_settings(cfg.optimizer);
   settings.schedule = to_schedule_settings(cfg.scheduler);
   settings.seed = static_cast<std::uint64_t>(options.seed);
+  settings.dtype = dtype;
+  settings.communication_dtype = to_dtype(cfg.communication_data_type);
+  settings.gradient_accumulation_dtype = to_dtype(cfg.precision.grad_accum_dtype);
+  settings.loss_scaler = to_loss_scaler_settings(cfg.precision.loss_scaler);
+  settings.check_overflow = cfg.precision.check_grad_overflow;
+  settings.inject_overflow_at_steps = injected_overflow_steps();
 
   io::SamplerConfig sampler_config;
   sampler_config.seq_len = run.seq_len;
@@ -730,6 +790,30 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   print(concat("  kokkos       ", kokkos_space_description(process.host_threads)));
   print(concat("  gemm         ", kernels::gemm_library(), ", ", kernels::gemm_instruction_set(),
                " (self-check error ", gemm_error, ")"));
+  {
+    std::string precision = kernels::dtype_name(dtype);
+    if (dtype != backend::DType::F32) {
+      precision += concat(" parameters, activations and gradients; fp32 master weights and ",
+                          "optimizer states; gradients accumulated in ",
+                          kernels::dtype_name(settings.gradient_accumulation_dtype),
+                          ", reduced in ", kernels::dtype_name(settings.communication_dtype));
+      if (dtype == backend::DType::F16) {
+        const auto& scaler = settings.loss_scaler;
+        precision += scaler.dynamic ? concat("; dynamic loss scale from ",
+                                             zero::python_int_text(scaler.init_scale), " (window ",
+                                             scaler.window, ", hysteresis ", scaler.delayed_shift,
+                                             ", min ", scaler.min_scale, ")")
+                                    : concat("; static loss scale ", scaler.static_scale);
+      } else if (!settings.check_overflow) {
+        precision += "; overflow check off (bf16.check_grad_overflow false)";
+      }
+      print(concat("  precision    ", precision));
+      print(
+          concat("  gemm ", kernels::dtype_name(dtype), "    ", model.backend().gemm_path(dtype)));
+    } else {
+      print(concat("  precision    fp32"));
+    }
+  }
   print(concat("  model        ", run.model_name, ": GPT-2, ", run.model.n_layer, " layers, ",
                run.model.n_embd, " wide, ", run.model.n_head, " heads, vocab ",
                run.model.vocab_size, ", ", format_count(params), " parameters (",
@@ -771,11 +855,16 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   zero::PhaseTimes run_times;
   std::vector<std::int64_t> bytes_sent_per_step;
   std::vector<std::int64_t> bytes_received_per_step;
+  std::vector<double> loss_scales;
+  std::vector<std::int64_t> skipped_steps;
   for (std::int64_t step = 0; step < run.steps; ++step) {
     last = engine.train_step([&](int micro, std::int32_t* inputs, std::int32_t* targets) {
       sampler.fill_micro_batch(*source, step, micro, inputs, targets);
     });
     sampler.advance();
+    for (const auto& message : last.messages) print(message);
+    loss_scales.push_back(last.loss_scale);
+    if (last.skipped) skipped_steps.push_back(last.step);
     if (!std::isfinite(last.loss))
       throw std::runtime_error(concat("the loss is ", last.loss, " at step ", last.step, " (lr ",
                                       last.lr, "); stopping"));
@@ -842,10 +931,17 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   summary["peak_bytes"] = memory_to_json(memory);
   summary["zero"] = zero_report_to_json(engine.report(), settings, *comm, bytes_sent_per_step,
                                         bytes_received_per_step, run_times);
+  summary["precision"] = kernels::dtype_name(settings.dtype);
+  summary["communication_data_type"] = kernels::dtype_name(settings.communication_dtype);
+  summary["loss_scale"] = loss_scales;
+  summary["skipped_steps"] = skipped_steps.size();
+  summary["skipped_step_numbers"] = skipped_steps;
   summary["config"] = run.config_name;
   summary["model"] = run.model_name;
   summary["data"] = source->describe();
   summary["gemm"] = kernels::gemm_library() + ", " + kernels::gemm_instruction_set();
+  if (settings.dtype != backend::DType::F32)
+    summary["gemm_16bit"] = model.backend().gemm_path(settings.dtype);
   summary["version"] = std::string(ZT_VERSION) + " (git " + ZT_GIT_REVISION + ")";
 
   if (process.rank == 0) {

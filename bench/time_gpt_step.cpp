@@ -88,8 +88,10 @@ int main(int argc, char** argv) {
       grads[i].assign(registry[i].numel, 0.0f);
       zt::model::init_parameter_range(registry[i], static_cast<int>(i), 1234, 0, registry[i].numel,
                                       weights[i].data());
-      param_table.push_back(weights[i].data());
-      grad_table.push_back(grads[i].data());
+      param_table.emplace_back(weights[i].data(), registry[i].numel, zt::backend::DType::F32,
+                               zt::memory::Place::Device);
+      grad_table.push_back(zt::backend::View{grads[i].data(), registry[i].numel,
+                                             zt::backend::DType::F32, zt::memory::Place::Device});
     }
     std::vector<std::int32_t> inputs(M), targets(M);
     for (int i = 0; i < M; ++i) {

@@ -3,8 +3,10 @@
 //   1. the machine's fp32 FMA peak (FMA chains on every thread),
 //   2. the GEMM library's rate at the model's own layer shapes (forward, dinput and dweight
 //      GEMMs of every linear layer, FLOP-weighted as one training step uses them),
-//   3. whole training steps (forward, backward, optimizer) of a tiny model and GPT-2 small.
-// The summary prints GEMM rate / FMA peak and training rate / GEMM rate.
+//   3. whole training steps (forward, backward, optimizer) of a tiny model and GPT-2 small, in
+//      fp32, bf16 and fp16 (16-bit parameters, activations and gradients; fp32 master weights).
+// The summary prints GEMM rate / FMA peak, training rate / GEMM rate, and each 16-bit step's
+// speed-up over the fp32 step of the same model in the same run.
 //
 //   ./train_bench [--quick] [--benchmark_filter=...] [--benchmark_out=results.json]
 // Threads: OMP_NUM_THREADS, else every core this process may use.
@@ -88,76 +90,95 @@ void register_gemm(const LinearShape& shape, std::int64_t M) {
   static const char* passes[] = {"forward", "dinput", "dweight"};
   for (int pass = 0; pass < 3; ++pass) {
     const std::string key = gemm_key(shape, passes[pass], M);
-    benchmark::RegisterBenchmark(("gemm/" + key).c_str(), [=](benchmark::State& state) {
-      const std::int64_t N = shape.N, K = shape.K;
-      std::vector<float> input(M * K), weight(N * K), output(M * N);
-      fill_random(input, 1);
-      fill_random(weight, 2);
-      fill_random(output, 3);
-      for (auto _ : state) {
-        switch (pass) {
-          case 0:  // out = in * W^T
-            zt::kernels::gemm(false, true, M, N, K, 1.0f, input.data(), K, weight.data(), K, 0.0f,
-                              output.data(), N);
-            break;
-          case 1:  // din = dout * W
-            zt::kernels::gemm(false, false, M, K, N, 1.0f, output.data(), N, weight.data(), K,
-                              0.0f, input.data(), K);
-            break;
-          default:  // dW += dout^T * in
-            zt::kernels::gemm(true, false, N, K, M, 1.0f, output.data(), N, input.data(), K, 1.0f,
-                              weight.data(), K);
-        }
-        benchmark::ClobberMemory();
-      }
-      const double flops = 2.0 * M * N * K;
-      state.counters["GFLOP/s"] =
-          benchmark::Counter(flops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
-    })->UseRealTime()->MinTime(0.2)->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(
+        ("gemm/" + key).c_str(),
+        [=](benchmark::State& state) {
+          const std::int64_t N = shape.N, K = shape.K;
+          std::vector<float> input(M * K), weight(N * K), output(M * N);
+          fill_random(input, 1);
+          fill_random(weight, 2);
+          fill_random(output, 3);
+          for (auto _ : state) {
+            switch (pass) {
+              case 0:  // out = in * W^T
+                zt::kernels::gemm(false, true, M, N, K, 1.0f, input.data(), K, weight.data(), K,
+                                  0.0f, output.data(), N);
+                break;
+              case 1:  // din = dout * W
+                zt::kernels::gemm(false, false, M, K, N, 1.0f, output.data(), N, weight.data(), K,
+                                  0.0f, input.data(), K);
+                break;
+              default:  // dW += dout^T * in
+                zt::kernels::gemm(true, false, N, K, M, 1.0f, output.data(), N, input.data(), K,
+                                  1.0f, weight.data(), K);
+            }
+            benchmark::ClobberMemory();
+          }
+          const double flops = 2.0 * M * N * K;
+          state.counters["GFLOP/s"] =
+              benchmark::Counter(flops * state.iterations() / 1e9, benchmark::Counter::kIsRate);
+        })
+        ->UseRealTime()
+        ->MinTime(0.2)
+        ->Unit(benchmark::kMillisecond);
   }
 }
 
-void register_training_step(const ModelCase& model_case) {
-  benchmark::RegisterBenchmark(("train_step/" + model_case.name).c_str(),
-                               [=](benchmark::State& state) {
-    auto comm = zt::comm::make_mpi_communicator(MPI_COMM_SELF);
-    zt::model::Gpt model(model_case.config, model_case.batch, model_case.seq_len);
-    zt::zero::EngineSettings settings;
-    settings.micro_batch = model_case.batch;
-    settings.seq_len = model_case.seq_len;
-    settings.gradient_clipping = 1.0;
-    settings.optimizer.lr = 1e-4;
-    zt::zero::Engine engine(model, *comm, settings);
-    std::mt19937 generator(5);
-    std::uniform_int_distribution<int> token(0, model_case.config.vocab_size - 1);
-    std::vector<std::int32_t> tokens(static_cast<std::size_t>(model_case.batch) *
-                                     (model_case.seq_len + 1));
-    for (auto& t : tokens) t = token(generator);
-    auto fill = [&](int, std::int32_t* inputs, std::int32_t* targets) {
-      for (int b = 0; b < model_case.batch; ++b)
-        for (int t = 0; t < model_case.seq_len; ++t) {
-          inputs[b * model_case.seq_len + t] = tokens[b * (model_case.seq_len + 1) + t];
-          targets[b * model_case.seq_len + t] = tokens[b * (model_case.seq_len + 1) + t + 1];
+std::string step_name(const ModelCase& model_case, zt::backend::DType dtype) {
+  return model_case.name + "/" + zt::kernels::dtype_name(dtype);
+}
+
+void register_training_step(const ModelCase& model_case, zt::backend::DType dtype) {
+  benchmark::RegisterBenchmark(
+      ("train_step/" + step_name(model_case, dtype)).c_str(),
+      [=](benchmark::State& state) {
+        auto comm = zt::comm::make_mpi_communicator(MPI_COMM_SELF);
+        zt::model::Gpt model(model_case.config, model_case.batch, model_case.seq_len, dtype);
+        zt::zero::EngineSettings settings;
+        settings.dtype = dtype;
+        settings.communication_dtype = dtype;
+        settings.gradient_accumulation_dtype = dtype;
+        // fp16: a static scale keeps every timed step a real update (no overflow skips).
+        settings.loss_scaler.dynamic = false;
+        settings.loss_scaler.static_scale = 1024;
+        settings.micro_batch = model_case.batch;
+        settings.seq_len = model_case.seq_len;
+        settings.gradient_clipping = 1.0;
+        settings.optimizer.lr = 1e-4;
+        zt::zero::Engine engine(model, *comm, settings);
+        std::mt19937 generator(5);
+        std::uniform_int_distribution<int> token(0, model_case.config.vocab_size - 1);
+        std::vector<std::int32_t> tokens(static_cast<std::size_t>(model_case.batch) *
+                                         (model_case.seq_len + 1));
+        for (auto& t : tokens) t = token(generator);
+        auto fill = [&](int, std::int32_t* inputs, std::int32_t* targets) {
+          for (int b = 0; b < model_case.batch; ++b)
+            for (int t = 0; t < model_case.seq_len; ++t) {
+              inputs[b * model_case.seq_len + t] = tokens[b * (model_case.seq_len + 1) + t];
+              targets[b * model_case.seq_len + t] = tokens[b * (model_case.seq_len + 1) + t + 1];
+            }
+        };
+        engine.train_step(fill);  // first touch of every buffer happens here, not in the timing
+        double forward = 0, backward = 0, optimizer = 0;
+        for (auto _ : state) {
+          const auto result = engine.train_step(fill);
+          forward += result.phases.forward;
+          backward += result.phases.backward;
+          optimizer += result.phases.optimizer;
         }
-    };
-    engine.train_step(fill);  // first touch of every buffer happens here, not in the timing
-    double forward = 0, backward = 0, optimizer = 0;
-    for (auto _ : state) {
-      const auto result = engine.train_step(fill);
-      forward += result.phases.forward;
-      backward += result.phases.backward;
-      optimizer += result.phases.optimizer;
-    }
-    const double tokens_per_step = static_cast<double>(model_case.batch) * model_case.seq_len;
-    const double flops = model.flops_per_token_training(model_case.seq_len) * tokens_per_step;
-    const double iterations = static_cast<double>(state.iterations());
-    state.counters["tokens/s"] =
-        benchmark::Counter(tokens_per_step * iterations, benchmark::Counter::kIsRate);
-    state.counters["GFLOP/s"] = benchmark::Counter(flops * iterations / 1e9, benchmark::Counter::kIsRate);
-    state.counters["fwd_ms"] = forward / iterations * 1e3;
-    state.counters["bwd_ms"] = backward / iterations * 1e3;
-    state.counters["optim_ms"] = optimizer / iterations * 1e3;
-  })->UseRealTime()->MinTime(model_case.config.n_layer > 4 ? 2.0 : 1.0)
+        const double tokens_per_step = static_cast<double>(model_case.batch) * model_case.seq_len;
+        const double flops = model.flops_per_token_training(model_case.seq_len) * tokens_per_step;
+        const double iterations = static_cast<double>(state.iterations());
+        state.counters["tokens/s"] =
+            benchmark::Counter(tokens_per_step * iterations, benchmark::Counter::kIsRate);
+        state.counters["GFLOP/s"] =
+            benchmark::Counter(flops * iterations / 1e9, benchmark::Counter::kIsRate);
+        state.counters["fwd_ms"] = forward / iterations * 1e3;
+        state.counters["bwd_ms"] = backward / iterations * 1e3;
+        state.counters["optim_ms"] = optimizer / iterations * 1e3;
+      })
+      ->UseRealTime()
+      ->MinTime(model_case.config.n_layer > 4 ? 2.0 : 1.0)
       ->Unit(benchmark::kMillisecond);
 }
 
@@ -209,8 +230,8 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("fma_peak_gflops", std::to_string(peak.gflops));
   benchmark::AddCustomContext("fma_instruction", peak.instruction);
   benchmark::AddCustomContext("threads", std::to_string(threads));
-  benchmark::AddCustomContext("gemm_library",
-                              zt::kernels::gemm_library() + ", " + zt::kernels::gemm_instruction_set());
+  benchmark::AddCustomContext(
+      "gemm_library", zt::kernels::gemm_library() + ", " + zt::kernels::gemm_instruction_set());
 
   const auto cases = model_cases(quick);
   std::map<std::string, bool> registered;  // models share layer shapes: measure each once
@@ -223,7 +244,10 @@ int main(int argc, char** argv) {
       register_gemm(shape, M);
     }
   }
-  for (const auto& model_case : cases) register_training_step(model_case);
+  const zt::backend::DType dtypes[] = {zt::backend::DType::F32, zt::backend::DType::BF16,
+                                       zt::backend::DType::F16};
+  for (const auto& model_case : cases)
+    for (const auto dtype : dtypes) register_training_step(model_case, dtype);
 
   RecordingReporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
@@ -235,14 +259,25 @@ int main(int argc, char** argv) {
               peak.instruction.c_str(), peak_one.gflops);
   for (const auto& model_case : cases) {
     const double gemm_rate = gemm_rate_for(model_case);
-    const auto step = g_step_gflops.find(model_case.name);
+    const std::string fp32_name = step_name(model_case, zt::backend::DType::F32);
+    const auto step = g_step_gflops.find(fp32_name);
     std::printf("  %-22s GEMM rate at its shapes %7.1f GFLOP/s = %5.1f%% of FMA peak",
                 model_case.name.c_str(), gemm_rate, 100.0 * gemm_rate / peak.gflops);
     if (step != g_step_gflops.end() && gemm_rate > 0)
       std::printf("; training %7.1f GFLOP/s, %8.0f tokens/s = %5.1f%% of the GEMM rate",
-                  step->second, g_step_tokens_per_second[model_case.name],
+                  step->second, g_step_tokens_per_second[fp32_name],
                   100.0 * step->second / gemm_rate);
     std::printf("\n");
+    for (const auto dtype : {zt::backend::DType::BF16, zt::backend::DType::F16}) {
+      const auto sixteen = g_step_tokens_per_second.find(step_name(model_case, dtype));
+      const auto fp32 = g_step_tokens_per_second.find(fp32_name);
+      if (sixteen == g_step_tokens_per_second.end() || fp32 == g_step_tokens_per_second.end())
+        continue;
+      std::printf("  %-22s %s step %8.0f tokens/s = %5.2fx the fp32 step (GEMMs: %s)\n",
+                  model_case.name.c_str(), zt::kernels::dtype_name(dtype), sixteen->second,
+                  sixteen->second / fp32->second,
+                  zt::backend::host_backend().gemm_path(dtype).c_str());
+    }
   }
   return 0;
 }

@@ -4,6 +4,8 @@
 // device computes the same math by construction (simple, not tuned). Device pointers;
 // `stream` is a cudaStream_t (nullptr = default stream). Launch errors throw.
 // Same argument order and += / = conventions as kernels/host/layer_kernels.hpp.
+// fp32 storage only for now: the op bodies are templates on the storage type and compile for
+// the device as they are, so fp16/bf16 launchers are instantiations away.
 #pragma once
 
 #include <cstddef>

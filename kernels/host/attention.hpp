@@ -7,6 +7,8 @@
 
 #include <cstddef>
 
+#include "kernels/ops/dtype.hpp"
+
 namespace zt::kernels::host {
 
 /// How the (batch, head) problems share the threads.
@@ -29,14 +31,20 @@ struct AttentionShape {
 };
 
 /// prob: (B, n_head, T, T), the causal softmax probabilities kept for backward (zero above the
-/// diagonal). out: (B, T, C), heads side by side.
-void attention_forward(const AttentionShape& shape, const float* qkv, float* prob, float* out);
+/// diagonal). out: (B, T, C), heads side by side. T is float, fp16 or bf16 (instantiated in
+/// attention.cpp); scores, softmax and GEMM accumulation are fp32 whatever T, and prob and out
+/// are rounded to T once.
+template <class T>
+void attention_forward(const AttentionShape& shape, const T* qkv, T* prob, T* out);
 
-/// Scratch the backward pass needs, in floats (one T x T block per worker thread).
+/// Scratch the backward pass needs, in floats (one T x T block per worker thread), for every
+/// storage type. 16-bit runs also keep a few fp32 (seq_len x head size) copies of one head's
+/// operands per worker thread, in thread-local buffers that grow to the largest shape seen.
 std::size_t attention_backward_scratch_floats(int seq_len);
 
 /// dqkv (B, T, 3C) is WRITTEN (not accumulated). scratch: attention_backward_scratch_floats.
-void attention_backward(const AttentionShape& shape, const float* dout, const float* qkv,
-                        const float* prob, float* dqkv, float* scratch);
+template <class T>
+void attention_backward(const AttentionShape& shape, const T* dout, const T* qkv, const T* prob,
+                        T* dqkv, float* scratch);
 
 }  // namespace zt::kernels::host

@@ -16,8 +16,29 @@ std::size_t size_of(DataType type) {
       return 4;
     case DataType::Int64:
       return 8;
+    case DataType::Float16:
+    case DataType::BFloat16:
+      return 2;
   }
   return 0;
+}
+
+const char* data_type_name(DataType type) {
+  switch (type) {
+    case DataType::Float32:
+      return "fp32";
+    case DataType::Float64:
+      return "fp64";
+    case DataType::Int32:
+      return "int32";
+    case DataType::Int64:
+      return "int64";
+    case DataType::Float16:
+      return "fp16";
+    case DataType::BFloat16:
+      return "bf16";
+  }
+  return "?";
 }
 
 const char* collective_name(Collective collective) {

@@ -12,13 +12,27 @@
 
 namespace zt::comm {
 
-enum class DataType { Float32, Float64, Int32, Int64 };
+/// Element types of collectives. Float16 (IEEE binary16) and BFloat16 are the storage formats
+/// of kernels/ops/dtype.hpp (`kernels::fp16`, `kernels::bf16`): 2 bytes an element, reduced as
+/// NCCL does, by widening each pair to float, combining and rounding once (to nearest even) per
+/// hop of the reduction. Sums are exactly commutative, so every rank of an all-reduce gets the
+/// same bits; NaN and inf propagate (an inf in any rank's contribution reaches the element's
+/// owner; an fp16 sum past 65504 becomes inf). Max/Min return one of the inputs unchanged, a NaN
+/// over any number, +0 over -0 for Max (and -0 for Min).
+enum class DataType { Float32, Float64, Int32, Int64, Float16, BFloat16 };
 enum class ReduceOp { Sum, Max, Min };
 enum class Collective { AllReduce = 0, ReduceScatter, AllGather, Broadcast, Barrier };
 inline constexpr int kNumCollectives = 5;
 
 std::size_t size_of(DataType type);
+const char* data_type_name(DataType type);  // "fp32", "fp16", ...: for messages
 const char* collective_name(Collective collective);
+
+/// One hop of a reduction on the host: inout[i] = in[i] op inout[i] for `count` elements, with
+/// the semantics the collectives give `type` (16-bit: widen, combine in float, round once; NaN
+/// canonical). The MPI backend's user-defined operations for the 16-bit types are this loop;
+/// it vectorises and runs at memory speed. `in` and `inout` must not overlap.
+void reduce_local(const void* in, void* inout, std::int64_t count, DataType type, ReduceOp op);
 
 /// Bytes sent and received by this rank, counted as a bandwidth-optimal (ring) algorithm moves
 /// them: all-reduce of S bytes sends and receives 2S(n-1)/n, reduce-scatter and all-gather

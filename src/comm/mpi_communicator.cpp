@@ -15,8 +15,10 @@
 #include <numeric>
 #include <stdexcept>
 #include <thread>
+#include <utility>
 
 #include "comm/communicator.hpp"
+#include "comm/reduction.hpp"
 #include "runtime/error.hpp"
 #include "runtime/log.hpp"
 
@@ -33,8 +35,13 @@ MPI_Datatype mpi_type(DataType type) {
       return MPI_INT32_T;
     case DataType::Int64:
       return MPI_INT64_T;
+    case DataType::Float16:
+    case DataType::BFloat16:
+      // MPI has no 16-bit floats: a 2-byte integer type moves them bit for bit, and the
+      // user-defined operations (HalfOperations) give them arithmetic.
+      return MPI_UINT16_T;
   }
-  return MPI_DATATYPE_NULL;
+  throw std::invalid_argument("MPI communicator: unknown data type");
 }
 
 MPI_Op mpi_op(ReduceOp op) {
@@ -46,8 +53,54 @@ MPI_Op mpi_op(ReduceOp op) {
     case ReduceOp::Min:
       return MPI_MIN;
   }
-  return MPI_OP_NULL;
+  throw std::invalid_argument("MPI communicator: unknown reduction");
 }
+
+/// Owns one user-defined MPI_Op. Freed unless MPI is already finalised (a communicator that
+/// outlived runtime::Environment, which owns MPI_Finalize: freeing then would be an error, and
+/// the process is ending). The communicator's destructor completes its collectives first.
+class UserOperation {
+ public:
+  UserOperation() = default;
+  UserOperation(MPI_User_function* function, bool commutative) {
+    ZT_MPI_CHECK(MPI_Op_create(function, commutative ? 1 : 0, &op_));
+  }
+  ~UserOperation() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (op_ != MPI_OP_NULL && !finalized) MPI_Op_free(&op_);
+  }
+  UserOperation(UserOperation&& other) noexcept : op_(std::exchange(other.op_, MPI_OP_NULL)) {}
+  UserOperation& operator=(UserOperation&& other) noexcept {
+    std::swap(op_, other.op_);
+    return *this;
+  }
+  UserOperation(const UserOperation&) = delete;
+  UserOperation& operator=(const UserOperation&) = delete;
+  MPI_Op get() const { return op_; }
+
+ private:
+  MPI_Op op_ = MPI_OP_NULL;
+};
+
+/// Sum, Max and Min of fp16 and bf16 as MPI_Ops (comm/reduction.cpp has the loops). Declared
+/// commutative, which they are bit for bit, so MPI may pick its ring and recursive-halving
+/// algorithms rather than the order-preserving ones.
+class HalfOperations {
+ public:
+  HalfOperations() {
+    for (const DataType type : {DataType::Float16, DataType::BFloat16})
+      for (const ReduceOp op : {ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min})
+        ops_[index(type, op)] = UserOperation(detail::mpi_user_function(type, op), true);
+  }
+  MPI_Op get(DataType type, ReduceOp op) const { return ops_[index(type, op)].get(); }
+
+ private:
+  static std::size_t index(DataType type, ReduceOp op) {
+    return (type == DataType::BFloat16 ? 3 : 0) + static_cast<std::size_t>(op);
+  }
+  std::array<UserOperation, 6> ops_;
+};
 
 int checked_count(std::int64_t count) {
   // MPI counts are int; larger messages are the caller's to split into buckets.
@@ -278,8 +331,10 @@ class MpiCommunicator final : public Communicator {
     this->count(Collective::AllReduce, moved, moved);
     const int n = checked_count(count);
     const void* source = send == recv ? MPI_IN_PLACE : send;
+    const MPI_Datatype datatype = mpi_type(type);
+    const MPI_Op reduction = reduction_op(type, op);
     return start([=](MPI_Request* request) {
-      return MPI_Iallreduce(source, recv, n, mpi_type(type), mpi_op(op), comm_, request);
+      return MPI_Iallreduce(source, recv, n, datatype, reduction, comm_, request);
     });
   }
 
@@ -290,8 +345,10 @@ class MpiCommunicator final : public Communicator {
     this->count(Collective::ReduceScatter, moved, moved);
     const int n = checked_count(count_per_rank);
     const void* source = send == recv ? MPI_IN_PLACE : send;
+    const MPI_Datatype datatype = mpi_type(type);
+    const MPI_Op reduction = reduction_op(type, op);
     return start([=](MPI_Request* request) {
-      return MPI_Ireduce_scatter_block(source, recv, n, mpi_type(type), mpi_op(op), comm_, request);
+      return MPI_Ireduce_scatter_block(source, recv, n, datatype, reduction, comm_, request);
     });
   }
 
@@ -305,8 +362,9 @@ class MpiCommunicator final : public Communicator {
     const bool in_place =
         send == static_cast<const char*>(recv) + rank_ * count_per_rank * size_of(type);
     const void* source = in_place ? MPI_IN_PLACE : send;
+    const MPI_Datatype datatype = mpi_type(type);
     return start([=](MPI_Request* request) {
-      return MPI_Iallgather(source, n, mpi_type(type), recv, n, mpi_type(type), comm_, request);
+      return MPI_Iallgather(source, n, datatype, recv, n, datatype, comm_, request);
     });
   }
 
@@ -315,8 +373,9 @@ class MpiCommunicator final : public Communicator {
     if (size_ > 1)
       this->count(Collective::Broadcast, rank_ == root ? bytes : 0, rank_ == root ? 0 : bytes);
     const int n = checked_count(count);
+    const MPI_Datatype datatype = mpi_type(type);
     return start([=](MPI_Request* request) {
-      return MPI_Ibcast(buffer, n, mpi_type(type), root, comm_, request);
+      return MPI_Ibcast(buffer, n, datatype, root, comm_, request);
     });
   }
 
@@ -327,9 +386,13 @@ class MpiCommunicator final : public Communicator {
     const std::int64_t own = counts[static_cast<std::size_t>(rank_)];
     const std::int64_t moved = (layout->total - own) * static_cast<std::int64_t>(size_of(type));
     this->count(Collective::ReduceScatter, size_ > 1 ? moved : 0, size_ > 1 ? moved : 0);
+    // In place as reduce_scatter: send == recv holds all blocks, the result lands at its start.
+    const void* source = send == recv ? MPI_IN_PLACE : send;
+    const MPI_Datatype datatype = mpi_type(type);
+    const MPI_Op reduction = reduction_op(type, op);
     return start(
         [=](MPI_Request* request) {
-          return MPI_Ireduce_scatter(send, recv, layout->counts.data(), mpi_type(type), mpi_op(op),
+          return MPI_Ireduce_scatter(source, recv, layout->counts.data(), datatype, reduction,
                                      comm_, request);
         },
         layout);
@@ -347,10 +410,11 @@ class MpiCommunicator final : public Communicator {
                                           size_of(type);
     const void* source = in_place ? MPI_IN_PLACE : send;
     const int own_count = checked_count(own);
+    const MPI_Datatype datatype = mpi_type(type);
     return start(
         [=](MPI_Request* request) {
-          return MPI_Iallgatherv(source, own_count, mpi_type(type), recv, layout->counts.data(),
-                                 layout->displacements.data(), mpi_type(type), comm_, request);
+          return MPI_Iallgatherv(source, own_count, datatype, recv, layout->counts.data(),
+                                 layout->displacements.data(), datatype, comm_, request);
         },
         layout);
   }
@@ -366,6 +430,14 @@ class MpiCommunicator final : public Communicator {
     std::vector<int> displacements;
     std::int64_t total = 0;
   };
+
+  /// MPI's predefined operation, or this communicator's own for the 16-bit types. Looked up in
+  /// the caller's thread, so an unknown type or op throws there, not on the progress thread.
+  MPI_Op reduction_op(DataType type, ReduceOp op) const {
+    if (type == DataType::Float16 || type == DataType::BFloat16)
+      return half_operations_.get(type, op);
+    return mpi_op(op);
+  }
 
   VLayout v_layout(const std::vector<std::int64_t>& counts) const {
     if (counts.size() != static_cast<std::size_t>(size_))
@@ -399,6 +471,8 @@ class MpiCommunicator final : public Communicator {
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;
+  // Before progress_: made before the thread that uses them starts, freed after it stopped.
+  HalfOperations half_operations_;
   std::unique_ptr<ProgressThread> progress_;
 };
 

@@ -21,7 +21,9 @@
 
 namespace zt::comm {
 
-CudaEvent::CudaEvent(unsigned flags) { ZT_CUDA_CHECK(cudaEventCreateWithFlags(&event_, flags)); }
+CudaEvent::CudaEvent(unsigned flags) {
+  ZT_CUDA_CHECK(cudaEventCreateWithFlags(&event_, flags));
+}
 
 CudaEvent::~CudaEvent() {
   if (event_ != nullptr) cudaEventDestroy(event_);
@@ -52,19 +54,37 @@ namespace {
 
 ncclDataType_t nccl_type(DataType type) {
   switch (type) {
-    case DataType::Float32: return ncclFloat32;
-    case DataType::Float64: return ncclFloat64;
-    case DataType::Int32: return ncclInt32;
-    case DataType::Int64: return ncclInt64;
+    case DataType::Float32:
+      return ncclFloat32;
+    case DataType::Float64:
+      return ncclFloat64;
+    case DataType::Int32:
+      return ncclInt32;
+    case DataType::Int64:
+      return ncclInt64;
+    // NCCL reduces 16-bit types as the MPI backend does: widen, combine, round once per hop.
+    case DataType::Float16:
+      return ncclFloat16;
+    case DataType::BFloat16:
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
+      return ncclBfloat16;
+#else
+      throw std::invalid_argument(runtime::concat(
+          "NCCL communicator: bf16 collectives need NCCL >= 2.10, this build has ", NCCL_MAJOR, ".",
+          NCCL_MINOR, " (use communication_data_type fp16 or fp32, or a newer NCCL)"));
+#endif
   }
   throw std::invalid_argument("NCCL: unknown data type");
 }
 
 ncclRedOp_t nccl_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::Sum: return ncclSum;
-    case ReduceOp::Max: return ncclMax;
-    case ReduceOp::Min: return ncclMin;
+    case ReduceOp::Sum:
+      return ncclSum;
+    case ReduceOp::Max:
+      return ncclMax;
+    case ReduceOp::Min:
+      return ncclMin;
   }
   throw std::invalid_argument("NCCL: unknown reduction");
 }
@@ -114,8 +134,8 @@ class NcclGroup {
 };
 
 /// Enqueues one collective on (send, recv), which may be staging copies of the caller's.
-using Launch = std::function<void(const void* send, void* recv, ncclComm_t comm,
-                                  cudaStream_t stream)>;
+using Launch =
+    std::function<void(const void* send, void* recv, ncclComm_t comm, cudaStream_t stream)>;
 
 /// What the communicator and its pending completions share. A Handle may outlive the
 /// communicator (its destructor waits), so the NCCL communicator and the stream stay until
@@ -199,8 +219,10 @@ class NcclState {
                                                       ": buffer is on GPU ", attributes.device,
                                                       ", the communicator on GPU ", device_));
         return true;
-      case cudaMemoryTypeManaged: return true;
-      default: return false;  // pageable or pinned host memory
+      case cudaMemoryTypeManaged:
+        return true;
+      default:
+        return false;  // pageable or pinned host memory
     }
   }
 
@@ -218,10 +240,10 @@ class NcclState {
       fail(operation, runtime::concat("ncclCommGetAsyncError: ", ncclGetErrorString(got)));
     if (async != ncclSuccess && async != ncclInProgress) {
       const char* last = ncclGetLastError(nccl_->get());
-      fail(operation, runtime::concat(ncclGetErrorString(async),
-                                      last != nullptr && *last != '\0' ? " (" : "",
-                                      last != nullptr ? last : "",
-                                      last != nullptr && *last != '\0' ? ")" : ""));
+      fail(operation,
+           runtime::concat(ncclGetErrorString(async), last != nullptr && *last != '\0' ? " (" : "",
+                           last != nullptr ? last : "",
+                           last != nullptr && *last != '\0' ? ")" : ""));
     }
     return code == cudaSuccess;
   }
@@ -334,6 +356,9 @@ class NcclCommunicator final : public Communicator {
   Handle all_reduce_async(const void* send, void* recv, std::int64_t count, DataType type,
                           ReduceOp op) override {
     const std::size_t n = checked_count(count, "all_reduce");
+    // Resolved before anything is enqueued: an unsupported type throws here, in the caller.
+    const ncclDataType_t datatype = nccl_type(type);
+    const ncclRedOp_t reduction = nccl_op(op);
     const int size = this->size();
     const std::int64_t bytes = count * static_cast<std::int64_t>(size_of(type));
     const std::int64_t moved = size > 1 ? 2 * bytes * (size - 1) / size : 0;
@@ -341,43 +366,44 @@ class NcclCommunicator final : public Communicator {
     return submit("all_reduce", send, bytes, recv, bytes,
                   [=](const void* s, void* r, ncclComm_t comm, cudaStream_t stream) {
                     if (n > 0)
-                      ZT_NCCL_CHECK(ncclAllReduce(s, r, n, nccl_type(type), nccl_op(op), comm,
-                                                  stream));
+                      ZT_NCCL_CHECK(ncclAllReduce(s, r, n, datatype, reduction, comm, stream));
                   });
   }
 
   Handle reduce_scatter_async(const void* send, void* recv, std::int64_t count_per_rank,
                               DataType type, ReduceOp op) override {
     const std::size_t n = checked_count(count_per_rank, "reduce_scatter");
+    const ncclDataType_t datatype = nccl_type(type);
+    const ncclRedOp_t reduction = nccl_op(op);
     const int size = this->size();
     const std::int64_t element = static_cast<std::int64_t>(size_of(type));
     const std::int64_t bytes = count_per_rank * size * element;
     const std::int64_t moved = bytes * (size - 1) / size;
     this->count(Collective::ReduceScatter, moved, moved);
     const std::size_t own_offset = static_cast<std::size_t>(rank() * count_per_rank * element);
-    return submit("reduce_scatter", send, bytes, recv, count_per_rank * element,
-                  [=](const void* s, void* r, ncclComm_t comm, cudaStream_t stream) {
-                    if (n == 0) return;
-                    if (s != r) {
-                      ZT_NCCL_CHECK(ncclReduceScatter(s, r, n, nccl_type(type), nccl_op(op),
-                                                      comm, stream));
-                      return;
-                    }
-                    // The interface's in-place form (as MPI_IN_PLACE) leaves the result at the
-                    // start of the buffer; NCCL's wants it at this rank's block, so reduce
-                    // there and move it.
-                    char* block = static_cast<char*>(r) + own_offset;
-                    ZT_NCCL_CHECK(ncclReduceScatter(s, block, n, nccl_type(type), nccl_op(op),
-                                                    comm, stream));
-                    if (own_offset > 0)
-                      ZT_CUDA_CHECK(cudaMemcpyAsync(r, block, n * size_of(type),
-                                                    cudaMemcpyDeviceToDevice, stream));
-                  });
+    return submit(
+        "reduce_scatter", send, bytes, recv, count_per_rank * element,
+        [=](const void* s, void* r, ncclComm_t comm, cudaStream_t stream) {
+          if (n == 0) return;
+          if (s != r) {
+            ZT_NCCL_CHECK(ncclReduceScatter(s, r, n, datatype, reduction, comm, stream));
+            return;
+          }
+          // The interface's in-place form (as MPI_IN_PLACE) leaves the result at the
+          // start of the buffer; NCCL's wants it at this rank's block, so reduce
+          // there and move it.
+          char* block = static_cast<char*>(r) + own_offset;
+          ZT_NCCL_CHECK(ncclReduceScatter(s, block, n, datatype, reduction, comm, stream));
+          if (own_offset > 0)
+            ZT_CUDA_CHECK(
+                cudaMemcpyAsync(r, block, n * size_of(type), cudaMemcpyDeviceToDevice, stream));
+        });
   }
 
   Handle all_gather_async(const void* send, void* recv, std::int64_t count_per_rank,
                           DataType type) override {
     const std::size_t n = checked_count(count_per_rank, "all_gather");
+    const ncclDataType_t datatype = nccl_type(type);
     const int size = this->size();
     const std::int64_t element = static_cast<std::int64_t>(size_of(type));
     const std::int64_t bytes = count_per_rank * size * element;
@@ -386,13 +412,13 @@ class NcclCommunicator final : public Communicator {
     // NCCL recognises the in-place form itself (send == recv + rank * count_per_rank).
     return submit("all_gather", send, count_per_rank * element, recv, bytes,
                   [=](const void* s, void* r, ncclComm_t comm, cudaStream_t stream) {
-                    if (n > 0)
-                      ZT_NCCL_CHECK(ncclAllGather(s, r, n, nccl_type(type), comm, stream));
+                    if (n > 0) ZT_NCCL_CHECK(ncclAllGather(s, r, n, datatype, comm, stream));
                   });
   }
 
   Handle broadcast_async(void* buffer, std::int64_t count, DataType type, int root) override {
     const std::size_t n = checked_count(count, "broadcast");
+    const ncclDataType_t datatype = nccl_type(type);
     const int size = this->size();
     if (root < 0 || root >= size)
       throw std::invalid_argument(
@@ -402,8 +428,7 @@ class NcclCommunicator final : public Communicator {
     if (size > 1) this->count(Collective::Broadcast, is_root ? bytes : 0, is_root ? 0 : bytes);
     return submit("broadcast", buffer, bytes, buffer, bytes,
                   [=](const void* s, void* r, ncclComm_t comm, cudaStream_t stream) {
-                    if (n > 0)
-                      ZT_NCCL_CHECK(ncclBroadcast(s, r, n, nccl_type(type), root, comm, stream));
+                    if (n > 0) ZT_NCCL_CHECK(ncclBroadcast(s, r, n, datatype, root, comm, stream));
                   });
   }
 
@@ -413,30 +438,36 @@ class NcclCommunicator final : public Communicator {
                                 const std::vector<std::int64_t>& counts, DataType type,
                                 ReduceOp op) override {
     const VLayout layout = v_layout(counts, "reduce_scatter_v");
+    const ncclDataType_t datatype = nccl_type(type);
+    const ncclRedOp_t reduction = nccl_op(op);
     const int size = this->size();
+    // The grouped ncclReduce calls below read every block of send while the root's result is
+    // written to recv: in place, one rank's result would overwrite blocks still being read.
+    // The MPI backend does it in place (MPI_IN_PLACE); here it is refused rather than corrupt.
+    if (send == recv && size > 1 && layout.total > 0)
+      throw std::invalid_argument("NCCL reduce_scatter_v: in place is not supported");
     const int rank = this->rank();
     const std::size_t element = size_of(type);
     const std::size_t own = layout.counts[static_cast<std::size_t>(rank)];
     const std::int64_t moved = static_cast<std::int64_t>((layout.total - own) * element);
     this->count(Collective::ReduceScatter, size > 1 ? moved : 0, size > 1 ? moved : 0);
-    return submit("reduce_scatter_v", send, static_cast<std::int64_t>(layout.total * element),
-                  recv, static_cast<std::int64_t>(own * element),
-                  [=](const void* s, void* r, ncclComm_t comm, cudaStream_t stream) {
-                    NcclGroup group;
-                    for (int root = 0; root < size; ++root) {
-                      const std::size_t n = layout.counts[static_cast<std::size_t>(root)];
-                      if (n == 0) continue;
-                      const char* block = static_cast<const char*>(s) +
-                                          layout.displacements[static_cast<std::size_t>(root)] *
-                                              element;
-                      // recvbuff is read only on the root; elsewhere NCCL ignores it, and the
-                      // block itself is a valid pointer where recv may be null (own count 0).
-                      void* target = root == rank ? r : const_cast<char*>(block);
-                      ZT_NCCL_CHECK(ncclReduce(block, target, n, nccl_type(type), nccl_op(op),
-                                               root, comm, stream));
-                    }
-                    group.end();
-                  });
+    return submit(
+        "reduce_scatter_v", send, static_cast<std::int64_t>(layout.total * element), recv,
+        static_cast<std::int64_t>(own * element),
+        [=](const void* s, void* r, ncclComm_t comm, cudaStream_t stream) {
+          NcclGroup group;
+          for (int root = 0; root < size; ++root) {
+            const std::size_t n = layout.counts[static_cast<std::size_t>(root)];
+            if (n == 0) continue;
+            const char* block = static_cast<const char*>(s) +
+                                layout.displacements[static_cast<std::size_t>(root)] * element;
+            // recvbuff is read only on the root; elsewhere NCCL ignores it, and the
+            // block itself is a valid pointer where recv may be null (own count 0).
+            void* target = root == rank ? r : const_cast<char*>(block);
+            ZT_NCCL_CHECK(ncclReduce(block, target, n, datatype, reduction, root, comm, stream));
+          }
+          group.end();
+        });
   }
 
   /// One ncclBroadcast per rank (root r sends its block into recv at r's displacement),
@@ -444,6 +475,7 @@ class NcclCommunicator final : public Communicator {
   Handle all_gather_v_async(const void* send, void* recv, const std::vector<std::int64_t>& counts,
                             DataType type) override {
     const VLayout layout = v_layout(counts, "all_gather_v");
+    const ncclDataType_t datatype = nccl_type(type);
     const int size = this->size();
     const int rank = this->rank();
     const std::size_t element = size_of(type);
@@ -462,8 +494,7 @@ class NcclCommunicator final : public Communicator {
                       // In place when send already is this rank's block; NCCL reads sendbuff
                       // only on the root.
                       const void* source = root == rank ? s : block;
-                      ZT_NCCL_CHECK(
-                          ncclBroadcast(source, block, n, nccl_type(type), root, comm, stream));
+                      ZT_NCCL_CHECK(ncclBroadcast(source, block, n, datatype, root, comm, stream));
                     }
                     group.end();
                   });
@@ -560,8 +591,7 @@ class NcclCommunicator final : public Communicator {
       if (recv_host) device_recv = scratch + send_room;  // output only: nothing to copy in
     }
     enqueue(operation, device_send, device_recv, launch).wait();
-    if (recv_host)
-      ZT_CUDA_CHECK(cudaMemcpy(recv, device_recv, recv_bytes, cudaMemcpyDeviceToHost));
+    if (recv_host) ZT_CUDA_CHECK(cudaMemcpy(recv, device_recv, recv_bytes, cudaMemcpyDeviceToHost));
     return Handle();
   }
 

@@ -67,6 +67,7 @@ struct Document {
   std::map<std::string, Setting> settings;     // canonical leaf path -> setting
   std::map<std::string, YAML::Node> sections;  // canonical section path -> its node (maybe null)
   std::map<std::string, std::string> section_spelling;
+  std::map<std::string, YAML::Node> spelled_sections;  // every map section under each spelling
   std::map<std::string, Claim> claims;
   bool legacy_zero_bool = false;
 
@@ -257,6 +258,7 @@ class Walker {
     if (!claim(canonical, spelled, Value::null(), true, spec.deprecated_alias)) return;
     doc_.sections.emplace(canonical, node);
     doc_.section_spelling.emplace(canonical, spelled);
+    doc_.spelled_sections.emplace(spelled, node);
     const KeySpec* target = find_key_spec(canonical);
     walk_map(node, spelled, canonical, target ? target->strict_section : spec.strict_section);
   }
@@ -595,7 +597,11 @@ class Resolver {
     std::string message = "not supported yet: " + s.spelled_path + " = " + detail::to_text(s.value);
     if (s.source != Source::kFile)
       message += " (" + std::string(source_name(s.source)) + " " + s.detail + ")";
-    doc_.plain_error(message + extra);
+    if (s.spec && !s.spec->why_unsupported.empty())
+      message += extra + " (" + s.spec->why_unsupported + ")";
+    else
+      message += extra;
+    doc_.plain_error(message);
   }
 
   void check_required_keys() {
@@ -805,11 +811,7 @@ class Resolver {
     c.wall_clock_breakdown = get_bool("wall_clock_breakdown");
     c.memory_breakdown = get_bool("memory_breakdown");
     c.gradient_clipping = get_float("gradient_clipping");
-    c.communication_data_type = DataType::kFp32;
-    if (!is_set("communication_data_type")) {
-      put("communication_data_type", Value::of_string("fp32"), Source::kDerived,
-          "None: follows the training dtype");
-    }
+    // communication_data_type is resolved with the precision (fill_precision).
     c.gradient_allreduce_op = get_string("gradient_allreduce_op");
     c.prescale_gradients = get_bool("prescale_gradients");
     c.gradient_predivide_factor = get_float("gradient_predivide_factor");
@@ -860,6 +862,7 @@ class Resolver {
     c.bf16.enabled = get_bool("bf16.enabled");
     c.bf16.immediate_grad_update = get_bool("bf16.immediate_grad_update");
     c.bf16.check_grad_overflow = get_bool("bf16.check_grad_overflow");
+    fill_precision();
 
     AioConfig& a = c.aio;
     a.block_size = get_int("aio.block_size");
@@ -890,6 +893,73 @@ class Resolver {
     c.csv_monitor.enabled = get_bool("csv_monitor.enabled");
     c.csv_monitor.output_path = get_string("csv_monitor.output_path");
     c.csv_monitor.job_name = get_string("csv_monitor.job_name");
+  }
+
+  static DataType dtype_of(const std::string& spelling) {
+    const std::string text = lower(spelling);
+    if (text == "fp16" || text == "float16" || text == "half" || text == "torch.float16")
+      return DataType::kFp16;
+    if (text == "bf16" || text == "bfloat16" || text == "torch.bfloat16") return DataType::kBf16;
+    return DataType::kFp32;
+  }
+  static const char* dtype_name(DataType type) {
+    return type == DataType::kFp16 ? "fp16" : type == DataType::kBf16 ? "bf16" : "fp32";
+  }
+
+  // Adds an explanation to a key's entry without changing its value or source.
+  void annotate(const std::string& path, const std::string& text) {
+    Setting& s = doc_.settings[path];
+    if (s.spelled_path.empty()) {
+      s.spelled_path = path;
+      s.spec = find_key_spec(path);
+      s.source = Source::kDefault;
+    }
+    s.detail = s.detail.empty() ? text : s.detail + "; " + text;
+  }
+
+  // What the engine needs: training dtype, loss scaler, overflow check, reduction and
+  // accumulation dtypes (deepspeed.md §1.2, §1.6, §2; deepspeed-keys.md §4).
+  void fill_precision() {
+    ResolvedConfig& c = out_;
+    PrecisionConfig& p = c.precision;
+    p.training_dtype = c.fp16.enabled   ? DataType::kFp16
+                       : c.bf16.enabled ? DataType::kBf16
+                                        : DataType::kFp32;
+    const char* model_dtype = dtype_name(p.training_dtype);
+    if (is_set("communication_data_type")) {
+      c.communication_data_type = dtype_of(get_string("communication_data_type"));
+    } else {
+      c.communication_data_type = p.training_dtype;
+      put("communication_data_type", Value::of_string(model_dtype), Source::kDerived,
+          "None: follows the training dtype");
+    }
+    if (is_set("data_types.grad_accum_dtype")) {
+      p.grad_accum_dtype = dtype_of(get_string("data_types.grad_accum_dtype"));
+    } else {
+      const bool bf16_without_zero = p.training_dtype == DataType::kBf16 && zero_stage() == 0;
+      p.grad_accum_dtype = bf16_without_zero ? DataType::kFp32 : p.training_dtype;
+      if (p.training_dtype != DataType::kFp32) {
+        put("data_types.grad_accum_dtype", Value::of_string(dtype_name(p.grad_accum_dtype)),
+            Source::kDerived,
+            bf16_without_zero ? "None: fp32 for bf16 without ZeRO" : "None: the model dtype");
+      }
+    }
+    p.check_grad_overflow = p.training_dtype == DataType::kFp16 ||
+                            (p.training_dtype == DataType::kBf16 && c.bf16.check_grad_overflow);
+    p.loss_scaler = loss_scaler_values(c.fp16);
+
+    if (c.fp16.enabled && c.fp16.loss_scale == 0.0 && !c.fp16.dynamic_scaler_args_given) {
+      // The printout shows the scaler ZeRO really builds (the quirk of §1.6).
+      const std::string why =
+          "no dynamic-scaler key given: DeepSpeed's ZeRO uses DynamicLossScaler's defaults";
+      put("fp16.initial_scale_power", Value::of_int(32), Source::kDerived, why);
+      put("fp16.hysteresis", Value::of_int(1), Source::kDerived, why);
+    } else if (c.fp16.enabled && c.fp16.loss_scale > 0.0) {
+      annotate("fp16.loss_scale", "static loss scale: the dynamic-scaler keys are unused");
+    }
+    annotate("bf16.immediate_grad_update",
+             "no effect: DeepSpeed's ZeRO optimizers do not read it (its BF16_Optimizer "
+             "only times the fold of bf16 grads into fp32 by it)");
   }
 
   void fill_scheduler() {
@@ -1021,6 +1091,31 @@ class Resolver {
           "fp16.enabled and bf16.enabled: bfloat16 and fp16 modes cannot be "
           "simultaneously enabled");
     }
+    if (c.fp16.enabled && c.fp16.loss_scale == 0.0) {
+      // DeepSpeed's fp16 model validator (enabled and dynamic); hysteresis is zerotrain's
+      // addition: DeepSpeed accepts <= 0, and its scaler then never lowers the scale.
+      const struct {
+        const char* key;
+        std::int64_t value;
+        std::int64_t least;
+      } rules[] = {{"loss_scale_window", c.fp16.loss_scale_window, 1},
+                   {"min_loss_scale", static_cast<std::int64_t>(c.fp16.min_loss_scale), 1},
+                   {"hysteresis", c.fp16.hysteresis, 1}};
+      for (const auto& rule : rules) {
+        if (rule.value >= rule.least) continue;
+        const Setting* s = find(std::string("fp16.") + rule.key);
+        doc_.error(s ? s->spelled_path : std::string("fp16.") + rule.key,
+                   "must be > 0 when fp16 is enabled with dynamic loss scaling (loss_scale 0), "
+                   "got " +
+                       std::to_string(rule.value));
+      }
+      if (c.fp16.initial_scale_power > 1023) {
+        doc_.error("fp16.initial_scale_power",
+                   "2^" + std::to_string(c.fp16.initial_scale_power) +
+                       " is beyond the largest finite loss scale (2^1023)");
+      }
+    }
+    check_bfloat16_alias();
     if (c.zero.stage == 3 && lower(c.gradient_allreduce_op) == "sum") {
       doc_.error("gradient_allreduce_op",
                  "\"sum\" is rejected with ZeRO stage 3 (DeepSpeed "
@@ -1046,6 +1141,29 @@ class Resolver {
       doc_.error("data_parallel_size", std::to_string(get_int("data_parallel_size")) +
                                            " but the world size is " + std::to_string(world_) +
                                            " (zerotrain is data-parallel only)");
+    }
+  }
+
+  // DeepSpeed ignores the whole deprecated bfloat16 section when bf16 is given. Keys written in
+  // both were compared when walking; a key only under bfloat16 must not change anything either.
+  void check_bfloat16_alias() {
+    const auto current = doc_.spelled_sections.find("bf16");
+    const auto old = doc_.spelled_sections.find("bfloat16");
+    if (current == doc_.spelled_sections.end() || old == doc_.spelled_sections.end()) return;
+    const YAML::Node& bf16 = current->second;
+    for (auto it = old->second.begin(); it != old->second.end(); ++it) {
+      if (!it->first.IsScalar()) continue;
+      const std::string key = it->first.Scalar();
+      if (bf16[key].IsDefined()) continue;  // compared by claim()
+      const Setting* s = find("bf16." + key);
+      if (!s || s->spelled_path != "bfloat16." + key || !s->spec || s->value.is_null()) continue;
+      const Value fallback = detail::default_value(*s->spec);
+      if (detail::same_value(s->value, fallback)) continue;
+      doc_.error(s->spelled_path, detail::to_text(s->value) +
+                                      " is ignored by DeepSpeed, which reads only 'bf16' "
+                                      "when both are given (bf16." +
+                                      key + " stays " + detail::to_text(fallback) +
+                                      "); write it under 'bf16' and drop 'bfloat16'");
     }
   }
 
@@ -1161,6 +1279,24 @@ std::string join_problems(const std::vector<std::string>& problems) {
 
 ConfigError::ConfigError(std::vector<std::string> problem_list)
     : std::runtime_error(join_problems(problem_list)), problems(std::move(problem_list)) {}
+
+LossScalerValues loss_scaler_values(const Fp16Config& fp16) {
+  LossScalerValues v;  // DynamicLossScaler's class defaults; static 1.0 unless fp16 dynamic
+  if (!fp16.enabled) return v;
+  if (fp16.loss_scale > 0.0) {
+    v.static_scale = fp16.loss_scale;
+    return v;
+  }
+  v.dynamic = true;
+  if (fp16.dynamic_scaler_args_given) {
+    v.init_scale = std::ldexp(1.0, fp16.initial_scale_power);
+    v.window = fp16.loss_scale_window;
+    v.min_scale = fp16.min_loss_scale;
+    v.delayed_shift = fp16.hysteresis;
+    v.consecutive_hysteresis = fp16.consecutive_hysteresis;
+  }
+  return v;
+}
 
 const char* source_name(Source source) {
   switch (source) {

@@ -38,7 +38,15 @@
 //  - Sections whose presence turns a feature on in DeepSpeed (sparse_attention, zenflow,
 //    comms_logger, weight_quantization, checkpoint.writer, datastates_ckpt) are refused unless
 //    null or `enabled: false`.
-//  - communication_data_type unset: fp32 (DeepSpeed: follows fp16/bf16, both unsupported now).
+//  - Precision (deepspeed-keys.md §4): fp16 and bf16 are honoured; what the engine needs is
+//    resolved in ResolvedConfig::precision and communication_data_type (unset: the training
+//    dtype, as DeepSpeed's None). Refused with their reason: fp16.auto_cast, fp16/bf16 16-bit
+//    master weights, bf16_optimizer_states, amp, torch_autocast. loss_scale_window and
+//    min_loss_scale must be > 0 when fp16 is enabled with dynamic scaling (as DeepSpeed); so must
+//    hysteresis (DeepSpeed accepts <= 0 and then never lowers the scale). bf16 together with the
+//    deprecated bfloat16: DeepSpeed ignores bfloat16; here a bfloat16 key that would change
+//    anything (differs from bf16's value or default) is an error. bf16.immediate_grad_update is
+//    accepted with no effect (see its entry): DeepSpeed's ZeRO optimizers do not read it.
 #pragma once
 
 #include <cstdint>
@@ -182,6 +190,8 @@ struct ZeroConfig {
   OffloadConfig offload_optimizer{OffloadDevice::kNone, "", 4};
 };
 
+// The fp16 section as written (else DeepSpeed's key defaults); the scaler the engine builds is
+// ResolvedConfig::precision.loss_scaler.
 struct Fp16Config {
   bool enabled = false;
   double loss_scale = 0.0;  // 0 = dynamic
@@ -196,10 +206,41 @@ struct Fp16Config {
   bool dynamic_scaler_args_given = false;
 };
 
+// The loss scaler the engine builds (zero::LossScalerSettings has the same fields; DeepSpeed's
+// CreateLossScaler): dynamic only for fp16 with loss_scale 0; otherwise static, with the fp16
+// loss_scale or 1.0 (bf16, fp32).
+struct LossScalerValues {
+  bool dynamic = false;
+  double static_scale = 1.0;
+  double init_scale = 4294967296.0;  // 2^32
+  std::int64_t window = 1000;
+  double min_scale = 1.0;
+  int delayed_shift = 1;  // hysteresis
+  bool consecutive_hysteresis = false;
+  bool raise_error_at_min_scale = true;  // DeepSpeed's ZeRO optimizers never turn it off
+};
+
+// DeepSpeed's mapping of the fp16 section onto ZeRO's scaler, quirk included: with no dynamic key
+// written, DynamicLossScaler's class defaults (2^32, window 1000, min 1, hysteresis 1) instead of
+// the fp16 key defaults. Meaningful when fp16.enabled; a disabled fp16 gives static 1.0.
+LossScalerValues loss_scaler_values(const Fp16Config& fp16);
+
 struct Bf16Config {
   bool enabled = false;
-  bool immediate_grad_update = false;
+  bool immediate_grad_update = false;  // accepted, no effect (DeepSpeed's ZeRO does not read it)
   bool check_grad_overflow = true;
+};
+
+// Everything the engine needs about precision, resolved.
+struct PrecisionConfig {
+  DataType training_dtype = DataType::kFp32;  // model weights/activations/gradients (fp16, bf16)
+  // Gradient accumulation dtype (data_types.grad_accum_dtype; DeepSpeed's None: the model dtype
+  // under ZeRO, fp32 for bf16 without ZeRO).
+  DataType grad_accum_dtype = DataType::kFp32;
+  // Check gradients for inf/nan and skip the step on overflow: always for fp16, per
+  // bf16.check_grad_overflow for bf16 (default true), never for fp32.
+  bool check_grad_overflow = false;
+  LossScalerValues loss_scaler;  // see loss_scaler_values(); static 1.0 unless fp16
 };
 
 struct AioConfig {
@@ -245,8 +286,8 @@ struct ResolvedConfig {
   std::int64_t steps_per_print = 10;
   bool wall_clock_breakdown = false;
   bool memory_breakdown = false;
-  double gradient_clipping = 1.0;  // 0 = off; 1.0 is DeepSpeed 0.19's default
-  DataType communication_data_type = DataType::kFp32;
+  double gradient_clipping = 1.0;                      // 0 = off; 1.0 is DeepSpeed 0.19's default
+  DataType communication_data_type = DataType::kFp32;  // resolved: unset = training dtype
   std::string gradient_allreduce_op = "mean";
   bool prescale_gradients = false;
   double gradient_predivide_factor = 1.0;
@@ -259,6 +300,7 @@ struct ResolvedConfig {
   ZeroConfig zero;
   Fp16Config fp16;
   Bf16Config bf16;
+  PrecisionConfig precision;  // derived from fp16, bf16, data_types
   AioConfig aio;
   CheckpointConfig checkpoint;
   ActivationCheckpointingConfig activation_checkpointing;

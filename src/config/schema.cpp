@@ -78,6 +78,10 @@ struct K {
     spec.hint = text;
     return *this;
   }
+  K& refused_because(const char* text) {
+    spec.why_unsupported = text;
+    return *this;
+  }
   K& only_for(std::vector<std::string> types) {
     spec.applies_to = std::move(types);
     return *this;
@@ -131,6 +135,10 @@ const std::vector<std::string> kDtypeSpellings = {
     "fp16",           "float16", "half",    "torch.float16", "bf16",          "bfloat16",
     "torch.bfloat16", "fp32",    "float32", "float",         "torch.float32", "int8"};
 const std::vector<std::string> kFp32Spellings = {"fp32", "float32", "float", "torch.float32"};
+// Every spelling of a float type the engine can hold (int8 is not one).
+const std::vector<std::string> kFloatSpellings = {
+    "fp16",           "float16", "half",    "torch.float16", "bf16",         "bfloat16",
+    "torch.bfloat16", "fp32",    "float32", "float",         "torch.float32"};
 const char* kMaxSize = "9223372036854775807";  // Python sys.maxsize
 
 std::vector<KeySpec> build_table() {
@@ -143,7 +151,7 @@ std::vector<KeySpec> build_table() {
       K("steps_per_print", kInt).at_least(1).honoured(),
       K("dump_state", kBool, "false").default_only(),
       K("disable_allgather", kBool, "false").default_only(),
-      K("communication_data_type", kStr).one_of({"fp16", "bf16", "fp32"}).supports({"fp32"}),
+      K("communication_data_type", kStr).one_of({"fp16", "bf16", "fp32"}).honoured(),
       K("seq_parallel_communication_data_type", kStr, "fp32")
           .one_of({"fp16", "bf16", "fp32"})
           .default_only(),
@@ -325,22 +333,40 @@ std::vector<KeySpec> build_table() {
           .only_for({"warmupcosinelr"}),
 
       // ---- §4 precision ----
+      // Range rules DeepSpeed applies only when fp16 is enabled with dynamic scaling
+      // (loss_scale_window, min_loss_scale > 0; zerotrain adds hysteresis >= 1) are checked in
+      // config.cpp; here only the types.
       K("fp16", kSec).strict().nullable(),
-      K("fp16.enabled", kBool, "false").default_only().hf(),
-      K("fp16.auto_cast", kBool, "false").default_only(),
+      K("fp16.enabled", kBool, "false").honoured().hf(),
+      K("fp16.auto_cast", kBool, "false")
+          .default_only()
+          .refused_because(
+              "DeepSpeed's auto_cast calls .half() on every forward input, token ids included "
+              "(which breaks the embedding lookup); zerotrain's model takes only integer token "
+              "ids, so there is nothing to cast: drop it (fp16.enabled already runs the model "
+              "in fp16)"),
       K("fp16.loss_scale", kFloat, "0.0").at_least(0).honoured(),
       K("fp16.initial_scale_power", kInt, "16").at_least(0).honoured(),
-      K("fp16.loss_scale_window", kInt, "1000").at_least(1).honoured(),
-      K("fp16.hysteresis", kInt, "2").at_least(1).honoured(),
+      K("fp16.loss_scale_window", kInt, "1000").honoured(),
+      K("fp16.hysteresis", kInt, "2").honoured(),
       K("fp16.consecutive_hysteresis", kBool, "false").honoured(),
-      K("fp16.min_loss_scale", kInt, "1").at_least(1).honoured(),
-      K("fp16.fp16_master_weights_and_grads", kBool, "false").default_only(),
+      K("fp16.min_loss_scale", kInt, "1").honoured(),
+      K("fp16.fp16_master_weights_and_grads", kBool, "false")
+          .default_only()
+          .refused_because("fp16 master weights and gradients without an fp32 master copy "
+                           "(DeepSpeed: ZeRO 2 + CPU offload + DeepSpeedCPUAdam); zerotrain "
+                           "keeps fp32 master weights"),
       K("bf16", kSec).strict().nullable(),
-      K("bf16.enabled", kBool, "false").default_only().hf(),
+      K("bf16.enabled", kBool, "false").honoured().hf(),
       K("bf16.immediate_grad_update", kBool, "false").honoured(),
       K("bf16.check_grad_overflow", kBool, "true").honoured(),
-      K("bf16.bf16_master_weights_and_grads", kBool, "false").default_only(),
-      K("bf16.bf16_optimizer_states", kBool, "false").default_only(),
+      K("bf16.bf16_master_weights_and_grads", kBool, "false")
+          .default_only()
+          .refused_because("bf16 master weights and gradients without an fp32 master copy; "
+                           "zerotrain keeps fp32 master weights"),
+      K("bf16.bf16_optimizer_states", kBool, "false")
+          .default_only()
+          .refused_because("bf16 optimizer moments; zerotrain keeps them in fp32"),
       K("bf16.check_overflow", kAny)
           .not_read("DeepSpeed rejects 'check_overflow' (the name in its help text): use "
                     "'check_grad_overflow'"),
@@ -350,11 +376,19 @@ std::vector<KeySpec> build_table() {
           .alias("bf16")
           .note("deprecated spelling of bf16 (DeepSpeed ignores it when bf16 is also given)"),
       K("amp", kSec).nullable(),
-      K("amp.enabled", kBool, "false").default_only().required().hf(),
+      K("amp.enabled", kBool, "false")
+          .default_only()
+          .required()
+          .hf()
+          .refused_because("NVIDIA apex AMP is a PyTorch library; use fp16 or bf16"),
       K("amp.opt_level", kAny).inert().hf().note("passed to apex amp.initialize"),
       K("amp.*", kAny).inert().note("every other key is passed to apex amp.initialize"),
       K("torch_autocast", kSec).nullable(),
-      K("torch_autocast.enabled", kBool, "false").default_only(),
+      K("torch_autocast.enabled", kBool, "false")
+          .default_only()
+          .refused_because("torch.autocast runs chosen modules in 16-bit over fp32 weights; "
+                           "zerotrain has no autocast: use fp16 or bf16 (16-bit model, fp32 "
+                           "master weights)"),
       K("torch_autocast.dtype", kStr).one_of(kDtypeSpellings).inert(),
       K("torch_autocast.lower_precision_safe_modules", kStrs).inert(),
 
@@ -543,7 +577,9 @@ std::vector<KeySpec> build_table() {
       K("checkpoint.writer.data_parallel", kStr).one_of({"replica", "socket", "machine"}).inert(),
       K("checkpoint.writer.io_multiplier", kInt, "1").at_least(1).inert(),
       K("data_types", kSec).nullable(),
-      K("data_types.grad_accum_dtype", kStr).one_of(kDtypeSpellings).supports(kFp32Spellings),
+      // Which accumulation dtypes the engine runs with which training dtype and stage is
+      // app/capabilities.hpp's to say.
+      K("data_types.grad_accum_dtype", kStr).one_of(kDtypeSpellings).supports(kFloatSpellings),
       K("data_types.param_dtype", kStr).one_of(kDtypeSpellings).supports(kFp32Spellings),
       K("data_types.buffer_dtype", kStr).one_of(kDtypeSpellings).supports(kFp32Spellings),
 

@@ -52,7 +52,8 @@ struct KeySpec {
   bool deprecated_alias = false;  // DeepSpeed refuses both spellings together, even if equal
   Support support = Support::kInert;
   std::vector<std::string> supported_values;  // kHonoured: the values zerotrain implements now
-  std::string hint;                     // kNotRead: what to use instead; otherwise an explanation
+  std::string hint;             // kNotRead: what to use instead; otherwise an explanation
+  std::string why_unsupported;  // kDefaultOnly/supported_values: why other values are refused
   std::vector<std::string> applies_to;  // optimizer/scheduler params: lower-case type names
   bool strict_section = false;  // section is a pydantic model: "auto" in a direct child = default
   bool nullable = false;        // section may be null (= all defaults)

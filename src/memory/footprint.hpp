@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // What a training run will allocate on each rank, known before it allocates anything, and the
 // check of that against the memory the machine has. The model states come from the planner's
-// arithmetic (planner.hpp) with the run's own zero_optimization settings; activations and the
-// data source's bytes are inputs (this library knows neither the model nor the data).
+// arithmetic (planner.hpp) with the run's own zero_optimization settings and precision;
+// activations and the data source's bytes are inputs (this library knows neither the model nor
+// the data).
 //
 // Everything is double: a model, batch or token count from the command line may be absurd,
 // and the answer must then be a huge number of bytes, never an overflowed one.
@@ -25,11 +26,13 @@ inline constexpr double kBookkeepingBytesPerTensor = 768;
 
 /// One rank's run, as the footprint needs it.
 struct RunDescription {
-  /// The model, with activation_bytes for the run's micro-batch (model::Gpt::memory_shape).
+  /// The model, with activation_bytes for the run's micro-batch in the run's training dtype
+  /// (model::Gpt::memory_shape).
   ModelShape model;
   Placement placement;
   double ranks = 1;  // world size
-  /// The config's zero_optimization values (and gradient_accumulation_steps).
+  /// The config's zero_optimization values (and gradient_accumulation_steps), and in
+  /// settings.precision its fp16/bf16 and communication_data_type.
   PlanSettings settings;
   double micro_batch = 1;  // sequences per micro-batch
   double seq_len = 1;      // tokens per sequence

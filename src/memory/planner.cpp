@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 namespace zt::memory {
 
@@ -24,6 +25,36 @@ std::string PlanRow::name() const {
   if (parameters != Offload::None)
     text += std::string(" + parameters on ") + offload_name(parameters);
   return text;
+}
+
+Precision mixed_precision(double communication_bytes) {
+  Precision precision;
+  precision.training_bytes = 2;
+  precision.communication_bytes = communication_bytes;
+  precision.master_copy = true;
+  return precision;
+}
+
+namespace {
+
+std::string byte_count_text(double bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", bytes);
+  return text;
+}
+
+// Adam's two fp32 moments, and the fp32 master copy when the parameters are 16-bit: per
+// element of the optimizer's range.
+double optimizer_state_bytes(const Precision& precision) {
+  return 8 + (precision.master_copy ? 4 : 0);
+}
+
+}  // namespace
+
+std::string bytes_per_parameter_text(const Precision& precision) {
+  return byte_count_text(precision.training_bytes) + " + " +
+         byte_count_text(precision.training_bytes) + " + " +
+         byte_count_text(optimizer_state_bytes(precision)) + " bytes per parameter";
 }
 
 PlanSettings plan_settings(const ModelShape& model) {
@@ -138,38 +169,87 @@ ModelStates model_states(const ModelShape& model, const Placement& placement, do
   }
   const double landing = windows * window + model.tied;
 
+  const Precision& precision = settings.precision;
+  const double e = precision.training_bytes;
+  const double c = precision.communication_bytes;
+  // The gradients' dtype while they accumulate, which reductions convert from.
+  double a = e;
+  if (stage < 2 && precision.accumulation_bytes > 0) a = precision.accumulation_bytes;
+  if (stage == 0 && precision.stage0_accumulation_bytes > 0)
+    a = precision.stage0_accumulation_bytes;
+  // Accumulating in another dtype, backward writes a micro-step's gradients into a buffer of
+  // the training dtype, which is then added into the accumulated ones.
+  const double micro_step = a != e ? e * P : 0;
+  // What the optimizer steps: the whole model at stage 0, the slice from stage 1 on.
+  const double range = stage == 0 ? P : slice;
+
   // Parameters.
   if (stage < 3) {
-    states.parameters = 4 * P;
+    states.parameters = e * P;
   } else {
     const double persistent = std::min({model.persistent, P, settings.model_persistence_threshold});
-    states.parameters = 4 * (stage3_gathered(model, settings, persistent) + persistent) +
-                        (offload_parameters ? 0 : 4 * slice);
+    states.parameters = e * (stage3_gathered(model, settings, persistent) + persistent) +
+                        (offload_parameters ? 0 : e * slice);
   }
   // Gradients.
   if (stage == 0)
-    states.gradients = 4 * P;
+    states.gradients = a * P + micro_step;
   else if (stage == 1)
-    states.gradients = 4 * P + 4 * slice;
+    states.gradients = a * P + micro_step + a * slice;
   else
-    states.gradients = 4 * landing + (offload_optimizer ? 0 : 4 * slice);
-  // Reductions after the first micro-step add to the slice through a scratch buffer: one
-  // bucket's share at a time, or (overlap_comm) all that is in flight, at most the slice.
-  if (stage >= 2 && settings.gradient_accumulation_steps > 1 && settings.reduce_scatter)
-    states.comm_buffers =
-        4 * std::min(slice, settings.overlap_comm ? landing : settings.reduce_bucket_size);
-  // Optimizer states (Adam's two moments).
-  states.optimizer_states = offload_optimizer ? 0 : 8 * (stage == 0 ? P : slice);
+    states.gradients = e * landing + (offload_optimizer ? 0 : e * slice);
 
-  // Offloaded: fp32 parameter slice (the master copy), gradient slice and the two moments, 16
-  // bytes per element of the slice. NVMe staging: the optimizer swapper keeps buffer_count (4)
-  // pinned buffers of one sub-group's tensor each.
+  // Communication buffers.
+  const bool staged = c != a;
+  if (!staged) {
+    // Reductions after the first micro-step add to the slice through a scratch buffer: one
+    // bucket's share at a time, or (overlap_comm) all that is in flight, at most the slice.
+    if (stage >= 2 && settings.gradient_accumulation_steps > 1 && settings.reduce_scatter)
+      states.comm_buffers =
+          c * std::min(slice, settings.overlap_comm ? landing : settings.reduce_bucket_size);
+  } else if (stage == 0) {
+    // Stage 0 all-reduces bucket after bucket through one staging buffer (one rank reduces
+    // nothing).
+    if (ranks > 1) states.comm_buffers = c * std::min(settings.reduce_bucket_size, P);
+  } else {
+    // Every bucket is converted into a staging buffer of its own, kept until its reduction
+    // completed, and this rank's part is received into a scratch buffer. Without overlap_comm
+    // one bucket at a time. With it, stage 1 reduces in backward and completes nothing before
+    // the end of backward: all of the gradient is in flight. Stages 2-3 complete a window's
+    // buckets when the window is reused: with two alternating windows those of both and the
+    // tied gradient's; with a window per bucket (or one holding every layer's gradients) all.
+    const double largest_bucket =
+        std::min(settings.reduce_bucket_size, stage == 1 ? P : std::max(window, model.tied));
+    const double in_flight = !settings.overlap_comm ? largest_bucket
+                             : stage == 1           ? P
+                                                    : std::min(landing, P);
+    const double received = settings.reduce_scatter ? std::min(in_flight, slice) : 0;
+    states.comm_buffers = c * (in_flight + received);
+  }
+
+  // Optimizer states: Adam's two moments, and in 16 bits the fp32 master copy and the
+  // optimizer's fp32 view of one sub-group of unscaled gradients (DeepSpeed's fp32 partition
+  // gradient), which the engine keeps for its lifetime and counts as optimizer memory.
+  if (!offload_optimizer) {
+    states.optimizer_states = optimizer_state_bytes(precision) * range;
+    if (precision.master_copy)
+      states.optimizer_states += 4 * std::min(std::max(settings.sub_group_size, 1.0), range);
+  }
+
+  // Offloaded: the fp32 master copy (in fp32 the parameters themselves), the fp32 gradient
+  // slice and the two moments, 16 bytes per element of the slice. In 16 bits, offloaded
+  // parameters are a 16-bit copy besides the master. NVMe staging: the optimizer swapper
+  // keeps buffer_count (4) pinned buffers of one sub-group's tensor each.
+  const double half_parameters = precision.master_copy && offload_parameters ? e * slice : 0;
   const double staging = 4 * 4 * std::min(settings.nvme_sub_group_size, slice);
-  if (placement.optimizer == Offload::Cpu) states.host = 16 * slice;
+  if (placement.optimizer == Offload::Cpu) states.host = 16 * slice + half_parameters;
   if (placement.optimizer == Offload::Nvme) {
     states.nvme = 12 * slice;  // gradients and moments
     states.host = staging + (placement.parameters == Offload::Nvme ? 0 : 4 * slice);
-    if (placement.parameters == Offload::Nvme) states.nvme += 4 * slice;
+    if (placement.parameters == Offload::Nvme)
+      states.nvme += 4 * slice + half_parameters;
+    else
+      states.host += half_parameters;
   }
   return states;
 }
@@ -200,11 +280,18 @@ std::vector<PlanRow> make_plan(const ModelShape& model, const Machine& machine,
 
     // Traffic per rank per step: the ZeRO paper's volumes (stage 3 with layers released after
     // forward, as the recommended config sets), plus the offload copies.
-    row.network_bytes = (stage == 3 ? 3 : 2) * 4 * P * (ranks - 1) / ranks;
-    if (offload_optimizer) row.offload_bytes = 4 * slice * 2;  // gradients out, parameters back
+    // Gradients are reduced in the communication dtype (stage 0 all-reduces: twice), parameters
+    // gathered in the training dtype (stages 1-2 once after the step, stage 3 in forward and
+    // backward).
+    const double e = settings.precision.training_bytes;
+    const double c = settings.precision.communication_bytes;
+    const double bytes = stage == 0 ? 2 * c : c + (stage == 3 ? 2 : 1) * e;
+    row.network_bytes = bytes * P * (ranks - 1) / ranks;
+    // Gradients out, parameters back, in the training dtype.
+    if (offload_optimizer) row.offload_bytes = 2 * e * slice;
     if (combination.optimizer == Offload::Nvme) {
-      // Read and write the moments and master slice every step.
-      const double nvme_per_rank = 2 * (combination.parameters == Offload::Nvme ? 16 : 12) * slice;
+      // Read and write what lives there (moments, gradients, master slice) every step.
+      const double nvme_per_rank = 2 * states.nvme;
       row.offload_bytes += nvme_per_rank;
       if (machine.nvme_bandwidth > 0)
         row.nvme_seconds = per_node * nvme_per_rank / machine.nvme_bandwidth;

@@ -4,11 +4,13 @@
 // parameters > 3 + NVMe optimizer > 3 + NVMe optimizer and parameters), what each GPU, each
 // node's CPU memory and its NVMe must hold, and the traffic of a step; the fastest that fits.
 //
-// Model-state bytes follow zerotrain's engine in fp32 (parameters 4, gradients 4, Adam moments
-// 8 bytes per element), including its landing windows, the tied embedding's whole gradient and
-// stage 3's gathered layers, so a plan can be checked against the memory tracker of a real run.
-// The same arithmetic (model_states) gives a run's footprint (footprint.hpp) with the run's own
-// zero_optimization settings instead of the recommended ones.
+// Model-state bytes follow zerotrain's engine in the run's precision (Precision: fp32 keeps
+// parameters 4, gradients 4, Adam moments 8 bytes per element; 16-bit training keeps parameters
+// and gradients in 2 and adds the fp32 master copy to the optimizer states, 2 + 2 + 12),
+// including its landing windows, the tied embedding's whole gradient, stage 3's gathered layers
+// and the staging buffers of a reduction in another dtype, so a plan can be checked against the
+// memory tracker of a real run. The same arithmetic (model_states) gives a run's footprint
+// (footprint.hpp) with the run's own zero_optimization settings instead of the recommended ones.
 #pragma once
 
 #include <cstdint>
@@ -63,13 +65,15 @@ struct PlanRow {
   double gpu_gradients = 0;
   double gpu_optimizer_states = 0;
   double gpu_model_states() const { return gpu_parameters + gpu_gradients + gpu_optimizer_states; }
-  double gpu_comm_buffers = 0;  // reduce-scatter scratch with gradient accumulation (stage 2-3)
+  double gpu_comm_buffers = 0;  // reduction scratch and staging (ModelStates::comm_buffers)
   double gpu_activations = 0;
   // Per node, bytes.
   double cpu_per_node = 0;
   double nvme_per_node = 0;
   // Per rank per step.
-  double network_bytes = 0;  // collective traffic (ring volumes)
+  // Collective traffic (ring volumes): gradients in the communication dtype, parameters in the
+  // training dtype.
+  double network_bytes = 0;
   double offload_bytes = 0;  // GPU<->CPU and CPU<->NVMe
   double nvme_seconds = 0;   // NVMe streaming time per step (0 without NVMe)
   bool fits = false;
@@ -77,10 +81,39 @@ struct PlanRow {
   std::string name() const;
 };
 
+/// Bytes per element of what the engine keeps, from the config's fp16/bf16 and
+/// communication_data_type. The default is fp32, the engine's precision without either.
+struct Precision {
+  double training_bytes = 4;       // parameters, gradients and activations (the training dtype)
+  double communication_bytes = 4;  // gradient reductions (communication_data_type)
+  /// 16-bit training: the optimizer steps an fp32 master copy of its range (4 bytes per
+  /// element, counted with the optimizer states as DeepSpeed does) from one sub-group of fp32
+  /// unscaled gradients at a time (the optimizer's working memory, counted with its states).
+  bool master_copy = false;
+  /// Gradients accumulate in data_types.grad_accum_dtype at stages 0-1: in another dtype than
+  /// the training dtype, a whole gradient buffer of it besides one of a micro-step's gradients
+  /// in the training dtype, and its slice (stage 1) and reductions in it. From stage 2 on the
+  /// engine accumulates in the training dtype. 0: the training dtype.
+  double accumulation_bytes = 0;
+  /// The same at stage 0, where DeepSpeed's default (grad_accum_dtype unset) differs for bf16:
+  /// fp32 without ZeRO. 0: accumulation_bytes.
+  double stage0_accumulation_bytes = 0;
+};
+
+/// fp16 or bf16 training (2 bytes, fp32 master copy), gradients reduced in
+/// communication_bytes: 2 when communication_data_type is unset (it follows the training dtype).
+Precision mixed_precision(double communication_bytes = 2);
+
+/// "2 + 2 + 12 bytes per parameter": parameters, gradients and optimizer states (Adam's
+/// moments and the master copy) of the unpartitioned model, the ZeRO paper's way of counting.
+std::string bytes_per_parameter_text(const Precision& precision);
+
 /// The zero_optimization settings that decide what a rank holds, in elements as DeepSpeed
-/// counts them. The defaults are those of the configs `zerotrain plan` recommends (buckets of
-/// one layer come from plan_settings); a run passes its config's values instead.
+/// counts them, and the precision they are held in. The defaults are those of the configs
+/// `zerotrain plan` recommends (buckets of one layer come from plan_settings); a run passes its
+/// config's values instead.
 struct PlanSettings {
+  Precision precision;               // fp32 unless the run trains in 16 bits
   double reduce_bucket_size = 0;     // elements; the recommended configs' value
   bool overlap_comm = true;          // two landing windows, reductions in flight
   bool contiguous_gradients = true;  // windows reused; false: one per bucket
@@ -93,7 +126,7 @@ struct PlanSettings {
   /// The recommended configs release every layer after use (0); DeepSpeed's default is 1e9,
   /// which keeps a small model's layers gathered from forward to backward.
   double max_reuse_distance = 0;
-  double sub_group_size = 1e9;
+  double sub_group_size = 1e9;  // also the 16-bit runs' buffer of fp32 unscaled gradients
   /// Smaller pieces when states stream from NVMe: each piece needs pinned staging buffers.
   double nvme_sub_group_size = 1e8;
 };
@@ -108,13 +141,18 @@ struct Placement {
   Offload parameters = Offload::None;
 };
 
-/// fp32 model states of one rank, bytes, as zerotrain's engine allocates them.
+/// Model states of one rank, bytes, as zerotrain's engine allocates them in the settings'
+/// precision.
 struct ModelStates {
   // On the device (a GPU; on a CPU-only run the tracked device arena in host memory).
-  double parameters = 0;        // whole, or (stage 3) slice + gathered + persistent
-  double gradients = 0;         // whole (+ slice), or slice + landing windows + tied gradient
-  double optimizer_states = 0;  // Adam's two moments
-  double comm_buffers = 0;      // reduce-scatter scratch while gradients accumulate
+  double parameters = 0;  // whole, or (stage 3) slice + gathered + persistent
+  double gradients = 0;   // whole (+ slice), or slice + landing windows + tied gradient
+  // Adam's two moments; in 16 bits also the fp32 master copy and one sub-group of fp32
+  // unscaled gradients.
+  double optimizer_states = 0;
+  // Reduce-scatter scratch while gradients accumulate; with communication_data_type other than
+  // the training dtype, the staging copies of the buckets in flight and their received parts.
+  double comm_buffers = 0;
   double device() const { return parameters + gradients + optimizer_states + comm_buffers; }
   // Offloaded.
   double host = 0;  // pinned host memory (CPU offload, NVMe staging)

@@ -5,22 +5,17 @@
 #include <stdexcept>
 #include <string>
 
-#include "kernels/gemm.hpp"
 #include "kernels/host/attention.hpp"
-#include "kernels/host/layer_kernels.hpp"
 
 namespace zt::model {
 namespace {
 
-namespace kh = zt::kernels::host;
+using backend::Buffer;
+using backend::ConstView;
+using backend::DType;
+using backend::View;
 using memory::Kind;
 using memory::Place;
-using zt::kernels::gemm;
-
-memory::TrackedBuffer<float> activations(std::int64_t count) {
-  return memory::TrackedBuffer<float>(static_cast<std::size_t>(count), Place::Device,
-                                      Kind::Activations);
-}
 
 void call(LayerHooks* hooks, void (LayerHooks::*event)(int), int layer) {
   if (hooks != nullptr) (hooks->*event)(layer);
@@ -40,10 +35,25 @@ const GptConfig& checked_config(const GptConfig& config, int max_micro_batch, in
   return config;
 }
 
+DType checked_dtype(DType dtype) {
+  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
+    throw std::invalid_argument(std::string("Gpt: activations cannot be ") +
+                                kernels::dtype_name(dtype));
+  return dtype;
+}
+
+// Elements of the attention backward scratch: one T x T fp32 block per worker thread.
+std::int64_t attention_scratch_elements(backend::Backend& backend, int seq_len) {
+  return backend.attention_backward_scratch(seq_len);
+}
+
 }  // namespace
 
-Gpt::Gpt(const GptConfig& config, int max_micro_batch, int max_seq_len)
+Gpt::Gpt(const GptConfig& config, int max_micro_batch, int max_seq_len, backend::DType dtype,
+         backend::Backend* backend)
     : config_(checked_config(config, max_micro_batch, max_seq_len)),
+      dtype_(checked_dtype(dtype)),
+      backend_(backend != nullptr ? *backend : backend::host_backend()),
       registry_(build_parameter_registry(config_)),
       index_{config.n_layer},
       max_B_(max_micro_batch),
@@ -54,34 +64,41 @@ Gpt::Gpt(const GptConfig& config, int max_micro_batch, int max_seq_len)
   const std::int64_t C = config.n_embd;
   const std::int64_t V = config.vocab_size;
   const std::int64_t probs = static_cast<std::int64_t>(max_B_) * config.n_head * max_T_ * max_T_;
+  const Place place = backend_.compute_place();
+  auto activations = [&](std::int64_t count) {
+    return Buffer(dtype_, count, place, Kind::Activations);
+  };
+  auto statistics = [&](std::int64_t count) {
+    return Buffer(DType::F32, count, place, Kind::Activations);
+  };
   ln1_ = activations(L * BT * C);
-  ln1_stats_ = activations(L * 2 * BT);
+  ln1_stats_ = statistics(L * 2 * BT);
   qkv_ = activations(L * BT * 3 * C);
   prob_ = activations(L * probs);
   attn_out_ = activations(L * BT * C);
   resid_mid_ = activations(L * BT * C);
   ln2_ = activations(L * BT * C);
-  ln2_stats_ = activations(L * 2 * BT);
+  ln2_stats_ = statistics(L * 2 * BT);
   fc_pre_ = activations(L * BT * 4 * C);
   fc_act_ = activations(L * BT * 4 * C);
   resid_out_ = activations(L * BT * C);
   embedded_ = activations(BT * C);
   lnf_ = activations(BT * C);
-  lnf_stats_ = activations(2 * BT);
+  lnf_stats_ = statistics(2 * BT);
   logits_ = activations(BT * V);
-  losses_ = activations(BT);
-  log_sum_exp_ = activations(BT);
-  inputs_ = memory::TrackedBuffer<std::int32_t>(BT, Place::Device, Kind::Activations);
-  targets_ = memory::TrackedBuffer<std::int32_t>(BT, Place::Device, Kind::Activations);
+  losses_ = statistics(BT);
+  log_sum_exp_ = statistics(BT);
+  inputs_ = Buffer(DType::I32, BT, place, Kind::Activations);
+  targets_ = Buffer(DType::I32, BT, place, Kind::Activations);
   d_resid_ = activations(BT * C);
   d_ln_ = activations(BT * C);
   d_qkv_ = activations(BT * 3 * C);
   d_fc_ = activations(BT * 4 * C);
-  attention_scratch_ = activations(kh::attention_backward_scratch_floats(max_T_));
+  attention_scratch_ = statistics(attention_scratch_elements(backend_, max_T_));
 }
 
 double Gpt::activation_bytes(const GptConfig& config, std::int64_t max_micro_batch,
-                             std::int64_t max_seq_len) {
+                             std::int64_t max_seq_len, backend::DType dtype) {
   // Mirrors the constructor's allocations, buffer by buffer. Every term is an integer, so the
   // sum is exact while it stays below 2^53.
   const double L = config.n_layer;
@@ -91,17 +108,22 @@ double Gpt::activation_bytes(const GptConfig& config, std::int64_t max_micro_bat
   const double C = config.n_embd;
   const double V = config.vocab_size;
   const double probs = B * config.n_head * T * T;
-  const double per_layer = BT * C * 16 + 2 * 2 * BT + probs;  // ln1 qkv attn mid ln2 fc act out
-  const double floats =
-      L * per_layer + BT * C * 2 + 2 * BT + BT * V + 2 * BT +
-      BT * C * 9 +  // d_resid, d_ln, d_qkv, d_fc
-      // one T x T block per worker thread, multiplied here: in size_t it could wrap
-      static_cast<double>(kh::attention_backward_scratch_floats(1)) * T * T;
-  return floats * 4 + 2 * BT * 4;  // + inputs and targets (int32)
+  const double element = kernels::size_of(dtype);
+  // ln1 qkv attn mid ln2 fc act out, and the attention probabilities: the model's dtype
+  const double per_layer = (BT * C * 16 + probs) * element + 2 * 2 * BT * 4;  // + LN statistics
+  const double modelled = L * per_layer +
+                          (BT * C * 2 + BT * V) * element +  // embedded, lnf, logits
+                          (2 * BT + 2 * BT) * 4 +            // lnf statistics, losses, log_sum_exp
+                          BT * C * 9 * element;              // d_resid, d_ln, d_qkv, d_fc
+  // one T x T fp32 block per worker thread, multiplied here: in size_t it could wrap
+  const double scratch =
+      static_cast<double>(kernels::host::attention_backward_scratch_floats(1)) * T * T * 4;
+  return modelled + scratch + 2 * BT * 4;  // + inputs and targets (int32)
 }
 
 memory::ModelShape Gpt::memory_shape(const GptConfig& config, std::int64_t micro_batch,
-                                     std::int64_t seq_len, double persistence_threshold) {
+                                     std::int64_t seq_len, double persistence_threshold,
+                                     backend::DType dtype) {
   memory::ModelShape shape;
   const double C = config.n_embd;
   const double V = config.vocab_size;
@@ -143,12 +165,13 @@ memory::ModelShape Gpt::memory_shape(const GptConfig& config, std::int64_t micro
       shape.gathered_last += numel;
     }
   }
-  shape.activation_bytes = activation_bytes(config, micro_batch, seq_len);
+  shape.activation_bytes = activation_bytes(config, micro_batch, seq_len, dtype);
   // With activation checkpointing (Megatron's estimate): every block keeps its input, one block
   // at a time is recomputed in full.
-  const double inputs =
-      4.0 * static_cast<double>(micro_batch) * static_cast<double>(seq_len) * C * L;
-  shape.activation_bytes_checkpointed = inputs + activation_bytes(one_block, micro_batch, seq_len);
+  const double inputs = kernels::size_of(dtype) * static_cast<double>(micro_batch) *
+                        static_cast<double>(seq_len) * C * L;
+  shape.activation_bytes_checkpointed =
+      inputs + activation_bytes(one_block, micro_batch, seq_len, dtype);
   return shape;
 }
 
@@ -182,10 +205,18 @@ void Gpt::check_tables(const ParamTable& params, const GradTable* grads) const {
   if (grads != nullptr && grads->size() != expected)
     throw std::invalid_argument("Gpt: the gradient table has " + std::to_string(grads->size()) +
                                 " entries, the model " + std::to_string(expected));
-}
-
-float* Gpt::layer_slice(memory::TrackedBuffer<float>& buffer, std::int64_t per_layer, int block) {
-  return buffer.data() + per_layer * block;
+  auto check = [&](const char* table, std::size_t p, DType dtype, std::int64_t count) {
+    if (dtype != dtype_ || count < registry_[p].numel)
+      throw std::invalid_argument(
+          std::string("Gpt: the ") + table + " table's " + registry_[p].name + " views " +
+          std::to_string(count) + " " + kernels::dtype_name(dtype) + " elements, the model needs " +
+          std::to_string(registry_[p].numel) + " " + kernels::dtype_name(dtype_));
+  };
+  for (std::size_t p = 0; p < expected; ++p) {
+    if (params[p].data != nullptr) check("parameter", p, params[p].dtype, params[p].count);
+    if (grads != nullptr && (*grads)[p].data != nullptr)
+      check("gradient", p, (*grads)[p].dtype, (*grads)[p].count);
+  }
 }
 
 float Gpt::forward(const ParamTable& params, const std::int32_t* inputs,
@@ -206,9 +237,14 @@ float Gpt::forward(const ParamTable& params, const std::int32_t* inputs,
           "Gpt::forward: token id " +
           std::to_string(inputs[i] < 0 || inputs[i] >= V ? inputs[i] : targets[i]) +
           " at position " + std::to_string(i) + " is outside [0, " + std::to_string(V) + ")");
-    inputs_[i] = inputs[i];
-    targets_[i] = targets[i];
   }
+  // The tokens come from the data loader in host memory; the ops read them at the compute place.
+  auto copy_inputs =
+      backend_.copy_async(ConstView{inputs, BT, DType::I32, Place::Host}, inputs_.slice(0, BT));
+  auto copy_targets =
+      backend_.copy_async(ConstView{targets, BT, DType::I32, Place::Host}, targets_.slice(0, BT));
+  copy_inputs.wait();
+  copy_targets.wait();
   B_ = B;
   T_ = T;
   last_T_ = T;
@@ -217,56 +253,63 @@ float Gpt::forward(const ParamTable& params, const std::int32_t* inputs,
   const std::int64_t stats = 2 * static_cast<std::int64_t>(max_B_) * max_T_;
   const std::int64_t prob_slice =
       static_cast<std::int64_t>(max_B_) * config_.n_head * max_T_ * max_T_;
-  const kh::AttentionShape shape{B, T, config_.n_head, C};
+  const std::int64_t rows_C = static_cast<std::int64_t>(BT) * C;
+  const backend::AttentionShape shape{B, T, config_.n_head, C};
+  auto& be = backend_;
+  // Layer l's part of a per-block activation: `count` elements of block l's slice.
+  auto at = [](Buffer& buffer, std::int64_t per_layer, int l, std::int64_t count) {
+    return buffer.slice(per_layer * l, count);
+  };
 
   call(hooks, &LayerHooks::before_forward, 0);
-  kh::embedding_forward(params[ParamIndex::wte], params[ParamIndex::wpe], inputs_.data(), BT, T, C,
-                        embedded_.data());
+  be.embedding_forward(params[ParamIndex::wte], params[ParamIndex::wpe], inputs_.view(), BT, T, C,
+                       embedded_.slice(0, rows_C));
   call(hooks, &LayerHooks::after_forward, 0);
 
   for (int l = 0; l < L; ++l) {
     call(hooks, &LayerHooks::before_forward, l + 1);
     auto p = [&](BlockParam which) { return params[index_.block(l, which)]; };
-    const float* x = l == 0 ? embedded_.data() : layer_slice(resid_out_, slice, l - 1);
-    float* ln1 = layer_slice(ln1_, slice, l);
-    float* ln1_stats = layer_slice(ln1_stats_, stats, l);
-    float* qkv = layer_slice(qkv_, 3 * slice, l);
-    float* prob = layer_slice(prob_, prob_slice, l);
-    float* attn_out = layer_slice(attn_out_, slice, l);
-    float* mid = layer_slice(resid_mid_, slice, l);
-    float* ln2 = layer_slice(ln2_, slice, l);
-    float* ln2_stats = layer_slice(ln2_stats_, stats, l);
-    float* fc_pre = layer_slice(fc_pre_, 4 * slice, l);
-    float* fc_act = layer_slice(fc_act_, 4 * slice, l);
-    float* out = layer_slice(resid_out_, slice, l);
+    const ConstView x = l == 0 ? embedded_.slice(0, rows_C) : at(resid_out_, slice, l - 1, rows_C);
+    const View ln1 = at(ln1_, slice, l, rows_C);
+    const View ln1_stats = at(ln1_stats_, stats, l, 2 * BT);
+    const View qkv = at(qkv_, 3 * slice, l, 3 * rows_C);
+    const View prob = prob_.slice(prob_slice * l, prob_slice);
+    const View attn_out = at(attn_out_, slice, l, rows_C);
+    const View mid = at(resid_mid_, slice, l, rows_C);
+    const View ln2 = at(ln2_, slice, l, rows_C);
+    const View ln2_stats = at(ln2_stats_, stats, l, 2 * BT);
+    const View fc_pre = at(fc_pre_, 4 * slice, l, 4 * rows_C);
+    const View fc_act = at(fc_act_, 4 * slice, l, 4 * rows_C);
+    const View out = at(resid_out_, slice, l, rows_C);
 
-    kh::layernorm_forward(x, p(kLn1Weight), p(kLn1Bias), BT, C, eps, ln1, ln1_stats,
-                          ln1_stats + BT);
+    be.layernorm_forward(x, p(kLn1Weight), p(kLn1Bias), BT, C, eps, ln1, ln1_stats.slice(0, BT),
+                         ln1_stats.slice(BT, BT));
     // qkv = ln1 W^T + b: the bias is written first and the GEMM accumulates onto it.
-    kh::bias_fill(p(kAttnQkvBias), BT, 3 * C, qkv);
-    gemm(false, true, BT, 3 * C, C, 1.0f, ln1, C, p(kAttnQkvWeight), C, 1.0f, qkv, 3 * C);
-    kh::attention_forward(shape, qkv, prob, attn_out);
+    be.bias_fill(p(kAttnQkvBias), BT, 3 * C, qkv);
+    be.gemm(false, true, BT, 3 * C, C, 1.0f, ln1, C, p(kAttnQkvWeight), C, 1.0f, qkv, 3 * C);
+    be.attention_forward(shape, qkv, prob, attn_out);
     // mid = x + attn_out W^T + b (residual and bias written first, GEMM accumulates)
-    kh::residual_bias_fill(x, p(kAttnProjBias), BT, C, mid);
-    gemm(false, true, BT, C, C, 1.0f, attn_out, C, p(kAttnProjWeight), C, 1.0f, mid, C);
-    kh::layernorm_forward(mid, p(kLn2Weight), p(kLn2Bias), BT, C, eps, ln2, ln2_stats,
-                          ln2_stats + BT);
-    gemm(false, true, BT, 4 * C, C, 1.0f, ln2, C, p(kMlpFcWeight), C, 0.0f, fc_pre, 4 * C);
-    kh::bias_gelu_forward(p(kMlpFcBias), BT, 4 * C, fc_pre, fc_act);
-    kh::residual_bias_fill(mid, p(kMlpProjBias), BT, C, out);
-    gemm(false, true, BT, C, 4 * C, 1.0f, fc_act, 4 * C, p(kMlpProjWeight), 4 * C, 1.0f, out, C);
+    be.residual_bias_fill(x, p(kAttnProjBias), BT, C, mid);
+    be.gemm(false, true, BT, C, C, 1.0f, attn_out, C, p(kAttnProjWeight), C, 1.0f, mid, C);
+    be.layernorm_forward(mid, p(kLn2Weight), p(kLn2Bias), BT, C, eps, ln2, ln2_stats.slice(0, BT),
+                         ln2_stats.slice(BT, BT));
+    be.gemm(false, true, BT, 4 * C, C, 1.0f, ln2, C, p(kMlpFcWeight), C, 0.0f, fc_pre, 4 * C);
+    be.bias_gelu_forward(p(kMlpFcBias), BT, 4 * C, fc_pre, fc_act);
+    be.residual_bias_fill(mid, p(kMlpProjBias), BT, C, out);
+    be.gemm(false, true, BT, C, 4 * C, 1.0f, fc_act, 4 * C, p(kMlpProjWeight), 4 * C, 1.0f, out, C);
     call(hooks, &LayerHooks::after_forward, l + 1);
   }
 
   call(hooks, &LayerHooks::before_forward, L + 1);
-  const float* last = L == 0 ? embedded_.data() : layer_slice(resid_out_, slice, L - 1);
-  kh::layernorm_forward(last, params[index_.ln_f_weight()], params[index_.ln_f_bias()], BT, C, eps,
-                        lnf_.data(), lnf_stats_.data(), lnf_stats_.data() + BT);
+  const ConstView last = L == 0 ? embedded_.slice(0, rows_C) : at(resid_out_, slice, L - 1, rows_C);
+  const View lnf = lnf_.slice(0, rows_C);
+  be.layernorm_forward(last, params[index_.ln_f_weight()], params[index_.ln_f_bias()], BT, C, eps,
+                       lnf, lnf_stats_.slice(0, BT), lnf_stats_.slice(BT, BT));
   // Tied output layer: logits = lnf wte^T (no bias).
-  gemm(false, true, BT, V, C, 1.0f, lnf_.data(), C, params[ParamIndex::wte], C, 0.0f,
-       logits_.data(), V);
-  const double loss = kh::cross_entropy_forward(logits_.data(), targets_.data(), BT, V,
-                                                losses_.data(), log_sum_exp_.data());
+  const View logits = logits_.slice(0, static_cast<std::int64_t>(BT) * V);
+  be.gemm(false, true, BT, V, C, 1.0f, lnf, C, params[ParamIndex::wte], C, 0.0f, logits, V);
+  const double loss = be.cross_entropy_forward(logits, targets_.view(), BT, V, losses_.slice(0, BT),
+                                               log_sum_exp_.slice(0, BT));
   call(hooks, &LayerHooks::after_forward, L + 1);
   have_forward_ = true;
   last_loss_ = static_cast<float>(loss);
@@ -289,24 +332,30 @@ void Gpt::backward(const ParamTable& params, const GradTable& grads, float loss_
   const std::int64_t stats = 2 * static_cast<std::int64_t>(max_B_) * max_T_;
   const std::int64_t prob_slice =
       static_cast<std::int64_t>(max_B_) * config_.n_head * max_T_ * max_T_;
-  const kh::AttentionShape shape{B, T, config_.n_head, C};
-  float* d_resid = d_resid_.data();
-  float* d_ln = d_ln_.data();
-  float* d_qkv = d_qkv_.data();
-  float* d_fc = d_fc_.data();
+  const std::int64_t rows_C = static_cast<std::int64_t>(BT) * C;
+  const backend::AttentionShape shape{B, T, config_.n_head, C};
+  auto& be = backend_;
+  auto at = [](Buffer& buffer, std::int64_t per_layer, int l, std::int64_t count) {
+    return buffer.slice(per_layer * l, count);
+  };
+  const View d_resid = d_resid_.slice(0, rows_C);
+  const View d_ln = d_ln_.slice(0, rows_C);
+  const View d_qkv = d_qkv_.slice(0, 3 * rows_C);
+  const View d_fc = d_fc_.slice(0, 4 * rows_C);
 
   // ---- head: loss, tied projection, final LayerNorm
   call(hooks, &LayerHooks::before_backward, L + 1);
-  float* d_logits = logits_.data();
-  kh::cross_entropy_backward(targets_.data(), log_sum_exp_.data(), BT, V,
-                             loss_scale / static_cast<float>(BT), d_logits);
-  gemm(false, false, BT, C, V, 1.0f, d_logits, V, params[ParamIndex::wte], C, 0.0f, d_ln, C);
-  gemm(true, false, V, C, BT, 1.0f, d_logits, V, lnf_.data(), C, 1.0f, grads[ParamIndex::wte], C);
-  const float* last = L == 0 ? embedded_.data() : layer_slice(resid_out_, slice, L - 1);
-  kh::set_zero(d_resid, static_cast<std::int64_t>(BT) * C);
-  kh::layernorm_backward(d_ln, last, params[index_.ln_f_weight()], lnf_stats_.data(),
-                         lnf_stats_.data() + BT, BT, C, d_resid, grads[index_.ln_f_weight()],
-                         grads[index_.ln_f_bias()]);
+  const View d_logits = logits_.slice(0, static_cast<std::int64_t>(BT) * V);
+  be.cross_entropy_backward(targets_.slice(0, BT), log_sum_exp_.slice(0, BT), BT, V,
+                            loss_scale / static_cast<float>(BT), d_logits);
+  be.gemm(false, false, BT, C, V, 1.0f, d_logits, V, params[ParamIndex::wte], C, 0.0f, d_ln, C);
+  be.gemm(true, false, V, C, BT, 1.0f, d_logits, V, lnf_.slice(0, rows_C), C, 1.0f,
+          grads[ParamIndex::wte], C);
+  const ConstView last = L == 0 ? embedded_.slice(0, rows_C) : at(resid_out_, slice, L - 1, rows_C);
+  be.set_zero(d_resid);
+  be.layernorm_backward(d_ln, last, params[index_.ln_f_weight()], lnf_stats_.slice(0, BT),
+                        lnf_stats_.slice(BT, BT), BT, C, d_resid, grads[index_.ln_f_weight()],
+                        grads[index_.ln_f_bias()]);
   call(hooks, &LayerHooks::after_backward, L + 1);
 
   // ---- blocks, last to first; d_resid holds d(loss)/d(block output) on entry
@@ -314,53 +363,54 @@ void Gpt::backward(const ParamTable& params, const GradTable& grads, float loss_
     call(hooks, &LayerHooks::before_backward, l + 1);
     auto p = [&](BlockParam which) { return params[index_.block(l, which)]; };
     auto g = [&](BlockParam which) { return grads[index_.block(l, which)]; };
-    const float* x = l == 0 ? embedded_.data() : layer_slice(resid_out_, slice, l - 1);
-    const float* ln1 = layer_slice(ln1_, slice, l);
-    const float* ln1_stats = layer_slice(ln1_stats_, stats, l);
-    const float* qkv = layer_slice(qkv_, 3 * slice, l);
-    const float* prob = layer_slice(prob_, prob_slice, l);
-    const float* attn_out = layer_slice(attn_out_, slice, l);
-    const float* mid = layer_slice(resid_mid_, slice, l);
-    const float* ln2 = layer_slice(ln2_, slice, l);
-    const float* ln2_stats = layer_slice(ln2_stats_, stats, l);
-    const float* fc_pre = layer_slice(fc_pre_, 4 * slice, l);
-    const float* fc_act = layer_slice(fc_act_, 4 * slice, l);
+    const ConstView x = l == 0 ? embedded_.slice(0, rows_C) : at(resid_out_, slice, l - 1, rows_C);
+    const ConstView ln1 = at(ln1_, slice, l, rows_C);
+    const ConstView ln1_stats = at(ln1_stats_, stats, l, 2 * BT);
+    const ConstView qkv = at(qkv_, 3 * slice, l, 3 * rows_C);
+    const ConstView prob = prob_.slice(prob_slice * l, prob_slice);
+    const ConstView attn_out = at(attn_out_, slice, l, rows_C);
+    const ConstView mid = at(resid_mid_, slice, l, rows_C);
+    const ConstView ln2 = at(ln2_, slice, l, rows_C);
+    const ConstView ln2_stats = at(ln2_stats_, stats, l, 2 * BT);
+    const ConstView fc_pre = at(fc_pre_, 4 * slice, l, 4 * rows_C);
+    const ConstView fc_act = at(fc_act_, 4 * slice, l, 4 * rows_C);
 
     // MLP output projection: out = mid + fc_act Wp^T + bp
-    gemm(true, false, C, 4 * C, BT, 1.0f, d_resid, C, fc_act, 4 * C, 1.0f, g(kMlpProjWeight),
-         4 * C);
-    kh::bias_backward(d_resid, BT, C, g(kMlpProjBias));
-    gemm(false, false, BT, 4 * C, C, 1.0f, d_resid, C, p(kMlpProjWeight), 4 * C, 0.0f, d_fc, 4 * C);
-    kh::gelu_backward(fc_pre, BT, 4 * C, d_fc);
+    be.gemm(true, false, C, 4 * C, BT, 1.0f, d_resid, C, fc_act, 4 * C, 1.0f, g(kMlpProjWeight),
+            4 * C);
+    be.bias_backward(d_resid, BT, C, g(kMlpProjBias));
+    be.gemm(false, false, BT, 4 * C, C, 1.0f, d_resid, C, p(kMlpProjWeight), 4 * C, 0.0f, d_fc,
+            4 * C);
+    be.gelu_backward(fc_pre, BT, 4 * C, d_fc);
     // MLP input projection: fc_pre = ln2 Wfc^T + bfc
-    gemm(true, false, 4 * C, C, BT, 1.0f, d_fc, 4 * C, ln2, C, 1.0f, g(kMlpFcWeight), C);
-    kh::bias_backward(d_fc, BT, 4 * C, g(kMlpFcBias));
-    gemm(false, false, BT, C, 4 * C, 1.0f, d_fc, 4 * C, p(kMlpFcWeight), C, 0.0f, d_ln, C);
+    be.gemm(true, false, 4 * C, C, BT, 1.0f, d_fc, 4 * C, ln2, C, 1.0f, g(kMlpFcWeight), C);
+    be.bias_backward(d_fc, BT, 4 * C, g(kMlpFcBias));
+    be.gemm(false, false, BT, C, 4 * C, 1.0f, d_fc, 4 * C, p(kMlpFcWeight), C, 0.0f, d_ln, C);
     // ln2; its input gradient adds onto the residual stream's: d_resid becomes d(mid)
-    kh::layernorm_backward(d_ln, mid, p(kLn2Weight), ln2_stats, ln2_stats + BT, BT, C, d_resid,
-                           g(kLn2Weight), g(kLn2Bias));
+    be.layernorm_backward(d_ln, mid, p(kLn2Weight), ln2_stats.slice(0, BT), ln2_stats.slice(BT, BT),
+                          BT, C, d_resid, g(kLn2Weight), g(kLn2Bias));
     // attention output projection: mid = x + attn_out Wo^T + bo (d_ln reused for d attn_out)
-    gemm(true, false, C, C, BT, 1.0f, d_resid, C, attn_out, C, 1.0f, g(kAttnProjWeight), C);
-    kh::bias_backward(d_resid, BT, C, g(kAttnProjBias));
-    gemm(false, false, BT, C, C, 1.0f, d_resid, C, p(kAttnProjWeight), C, 0.0f, d_ln, C);
-    kh::attention_backward(shape, d_ln, qkv, prob, d_qkv, attention_scratch_.data());
+    be.gemm(true, false, C, C, BT, 1.0f, d_resid, C, attn_out, C, 1.0f, g(kAttnProjWeight), C);
+    be.bias_backward(d_resid, BT, C, g(kAttnProjBias));
+    be.gemm(false, false, BT, C, C, 1.0f, d_resid, C, p(kAttnProjWeight), C, 0.0f, d_ln, C);
+    be.attention_backward(shape, d_ln, qkv, prob, d_qkv, attention_scratch_.view());
     // qkv = ln1 Wqkv^T + bqkv
-    gemm(true, false, 3 * C, C, BT, 1.0f, d_qkv, 3 * C, ln1, C, 1.0f, g(kAttnQkvWeight), C);
-    kh::bias_backward(d_qkv, BT, 3 * C, g(kAttnQkvBias));
+    be.gemm(true, false, 3 * C, C, BT, 1.0f, d_qkv, 3 * C, ln1, C, 1.0f, g(kAttnQkvWeight), C);
+    be.bias_backward(d_qkv, BT, 3 * C, g(kAttnQkvBias));
     // Softmax ignores a shift of a query's scores, so the key bias has exactly zero gradient;
     // the column sums above leave rounding noise there, which Adam would turn into updates that
     // differ from one world size (summation order) to another.
-    kh::set_zero(g(kAttnQkvBias) + C, C);
-    gemm(false, false, BT, C, 3 * C, 1.0f, d_qkv, 3 * C, p(kAttnQkvWeight), C, 0.0f, d_ln, C);
+    be.set_zero(g(kAttnQkvBias).slice(C, C));
+    be.gemm(false, false, BT, C, 3 * C, 1.0f, d_qkv, 3 * C, p(kAttnQkvWeight), C, 0.0f, d_ln, C);
     // ln1: d_resid becomes d(x), the previous block's output gradient
-    kh::layernorm_backward(d_ln, x, p(kLn1Weight), ln1_stats, ln1_stats + BT, BT, C, d_resid,
-                           g(kLn1Weight), g(kLn1Bias));
+    be.layernorm_backward(d_ln, x, p(kLn1Weight), ln1_stats.slice(0, BT), ln1_stats.slice(BT, BT),
+                          BT, C, d_resid, g(kLn1Weight), g(kLn1Bias));
     call(hooks, &LayerHooks::after_backward, l + 1);
   }
 
   call(hooks, &LayerHooks::before_backward, 0);
-  kh::embedding_backward(d_resid, inputs_.data(), BT, T, C, grads[ParamIndex::wte],
-                         grads[ParamIndex::wpe]);
+  be.embedding_backward(d_resid, inputs_.slice(0, BT), BT, T, C, grads[ParamIndex::wte],
+                        grads[ParamIndex::wpe]);
   call(hooks, &LayerHooks::after_backward, 0);
 }
 

@@ -4,10 +4,10 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
-#include "kernels/host/layer_kernels.hpp"
 #include "memory/format.hpp"
 #include "optim/gradient_clipping.hpp"
 #include "runtime/error.hpp"
@@ -17,6 +17,11 @@
 #include "zero/range_gather.hpp"
 
 namespace zt::zero {
+
+using backend::Buffer;
+using backend::ConstView;
+using backend::DType;
+using backend::View;
 
 PhaseTimes& PhaseTimes::operator+=(const PhaseTimes& other) {
   forward += other.forward;
@@ -83,6 +88,7 @@ class Engine::Hooks final : public model::LayerHooks {
 Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings& settings)
     : model_(model),
       comm_(comm),
+      backend_(model.backend()),
       settings_(settings),
       layout_(entries_of(model), comm.size()),
       layers_(build_layer_map(layout_, layer_parameters(model))),
@@ -96,13 +102,25 @@ Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings
   settings_.reduce_bucket_size = clamp_bucket(settings_.reduce_bucket_size);
   settings_.allgather_bucket_size = clamp_bucket(settings_.allgather_bucket_size);
   settings_.sub_group_size = std::max<std::int64_t>(1, settings_.sub_group_size);
+  if (model_.dtype() != settings_.dtype)
+    throw std::invalid_argument(
+        runtime::concat("engine: the model computes in ", kernels::dtype_name(model_.dtype()),
+                        ", the engine was set up for ", kernels::dtype_name(settings_.dtype)));
+  if (settings_.dtype == DType::F16) scaler_ = std::make_unique<LossScaler>(settings_.loss_scaler);
+  if (settings_.gradient_accumulation_dtype != settings_.dtype &&
+      (settings_.gradient_accumulation_dtype != DType::F32 || settings_.stage > 1))
+    throw runtime::UserError(runtime::concat(
+        "not supported yet: gradients accumulated in ",
+        kernels::dtype_name(settings_.gradient_accumulation_dtype), " while training in ",
+        kernels::dtype_name(settings_.dtype), " at ZeRO stage ", settings_.stage,
+        " (fp32 accumulation of 16-bit gradients is built for stages 0 and 1)"));
 
   const std::int64_t n = layout_.padded_elements();
   const std::int64_t slice = layout_.slice_elements();
   const int stage = settings_.stage;
   const std::size_t count = model_.parameters().size();
-  param_table_.assign(count, nullptr);
-  grad_table_.assign(count, nullptr);
+  param_table_.assign(count, ConstView{});
+  grad_table_.assign(count, View{});
 
   try {
     allocate_model_states();
@@ -113,8 +131,10 @@ Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings
 
   for (std::size_t p = 0; p < count; ++p) {
     const auto& entry = layout_.entries()[p];
-    if (stage < 3) param_table_[p] = params_full_.data() + entry.offset;
-    if (stage < 2) grad_table_[p] = grads_full_.data() + entry.offset;
+    if (stage < 3) param_table_[p] = params_full_.slice(entry.offset, entry.numel);
+    if (stage < 2)
+      grad_table_[p] =
+          (micro_grads_.empty() ? grads_full_ : micro_grads_).slice(entry.offset, entry.numel);
   }
 
   // The optimizer sees the whole buffer at stage 0 and this rank's slice from stage 1 on.
@@ -127,6 +147,18 @@ Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings
   }
   try {
     optimizer_ = optim::make_optimizer(settings_.optimizer, step_end - step_begin);
+    if (mixed()) {
+      // fp32 master weights of the optimizer's range, from the (rounded) 16-bit parameters as
+      // DeepSpeed takes them; DeepSpeed counts them with the optimizer states (12 bytes per
+      // parameter with Adam's moments).
+      master_ = Buffer(DType::F32, step_end - step_begin, backend_.compute_place(),
+                       memory::Kind::OptimizerStates);
+      backend_.convert(slice_parameters(), master_.view());
+      // The optimizer's fp32 view of one sub-group's gradients (DeepSpeed's fp32 partition
+      // gradient): the optimizer's working memory, so counted with its states.
+      master_grads_ = Buffer(DType::F32, std::min(settings_.sub_group_size, step_end - step_begin),
+                             backend_.compute_place(), memory::Kind::OptimizerStates);
+    }
   } catch (const memory::OutOfMemory& error) {
     throw memory::OutOfMemory(runtime::concat(model_state_summary(), ": ", error.what()));
   }
@@ -139,10 +171,11 @@ Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings
     reducer.contiguous_gradients = settings_.contiguous_gradients;
     reducer.reduce_scatter = settings_.reduce_scatter;
     reducer.average = settings_.average_gradients;
+    reducer.communication_dtype = settings_.communication_dtype;
     reducer_ = std::make_unique<GradientReducer>(
         stage == 1 ? GradientReducer::Source::FullBuffer : GradientReducer::Source::Windows,
-        layout_, layers_, comm_, reducer, stage == 1 ? grads_full_.data() : nullptr,
-        grads_slice_.data());
+        layout_, layers_, comm_, backend_, reducer, stage == 1 ? grads_full_.view() : View{},
+        grads_slice_.view());
   }
   if (stage == 3) {
     CoordinatorSettings coordinator;
@@ -156,7 +189,8 @@ Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings
       const double room = static_cast<double>(
           limit - memory::Tracker::instance().total(memory::Place::Device).current);
       const double budget = comm_.all_reduce_scalar(
-          std::max(0.0, room * settings_.persistent_share_of_free_device_memory / 4.0),
+          std::max(0.0, room * settings_.persistent_share_of_free_device_memory /
+                            kernels::size_of(settings_.dtype)),
           comm::ReduceOp::Min);
       if (budget < static_cast<double>(coordinator.model_persistence_threshold)) {
         coordinator.model_persistence_threshold = static_cast<std::int64_t>(budget);
@@ -166,7 +200,7 @@ Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings
     coordinator.max_live_parameters = settings_.max_live_parameters;
     coordinator.max_reuse_distance = settings_.max_reuse_distance;
     coordinator_ = std::make_unique<ParameterCoordinator>(layout_, layers_, comm_, coordinator,
-                                                          params_slice_.data());
+                                                          params_slice_.view());
     coordinator_->refresh_persistent();
     reducer_->set_memory_relief([this] { return coordinator_->release_one_cached(); });
   }
@@ -185,37 +219,41 @@ void Engine::allocate_model_states() {
   const std::int64_t n = layout_.padded_elements();
   const std::int64_t slice = layout_.slice_elements();
   const int stage = settings_.stage;
+  const DType dtype = settings_.dtype;
+  const auto place = backend_.compute_place();
   if (stage < 3)
-    params_full_ = memory::TrackedBuffer<float>(static_cast<std::size_t>(n), memory::Place::Device,
-                                                memory::Kind::Parameters);
+    params_full_ = Buffer(dtype, n, place, memory::Kind::Parameters);
   else
-    params_slice_ = memory::TrackedBuffer<float>(static_cast<std::size_t>(slice),
-                                                 memory::Place::Device, memory::Kind::Parameters);
-  if (stage < 2)
-    grads_full_ = memory::TrackedBuffer<float>(static_cast<std::size_t>(n), memory::Place::Device,
-                                               memory::Kind::Gradients);
-  if (stage >= 1)
-    grads_slice_ = memory::TrackedBuffer<float>(static_cast<std::size_t>(slice),
-                                                memory::Place::Device, memory::Kind::Gradients);
+    params_slice_ = Buffer(dtype, slice, place, memory::Kind::Parameters);
+  const DType accumulation = settings_.gradient_accumulation_dtype;
+  if (stage < 2) grads_full_ = Buffer(accumulation, n, place, memory::Kind::Gradients);
+  if (stage < 2 && accumulation != dtype)
+    micro_grads_ = Buffer(dtype, n, place, memory::Kind::Gradients);
+  if (stage >= 1) grads_slice_ = Buffer(accumulation, slice, place, memory::Kind::Gradients);
 }
 
 std::string Engine::model_state_summary() const {
-  // fp32 model states per rank (bytes per element: parameters 4, gradients 4, Adam moments 8),
-  // without buckets, gathered layers and activations.
+  // Model states per rank (bytes per element: parameters and gradients 4 in fp32, 2 in 16 bits;
+  // Adam moments 8, plus a 4-byte fp32 master copy in 16 bits), without buckets, gathered
+  // layers and activations.
   const double n = static_cast<double>(layout_.padded_elements());
   const double ranks = comm_.size();
+  const double element = kernels::size_of(settings_.dtype);
+  const double state = mixed() ? 12 : 8;
   auto per_rank = [&](int stage) {
-    const double parameters = stage == 3 ? 4 * n / ranks : 4 * n;
-    const double gradients = stage == 0   ? 4 * n
-                             : stage == 1 ? 4 * n + 4 * n / ranks
-                                          : 4 * n / ranks;
-    const double states = stage == 0 ? 8 * n : 8 * n / ranks;
+    const double parameters = stage == 3 ? element * n / ranks : element * n;
+    const double gradients = stage == 0   ? element * n
+                             : stage == 1 ? element * (n + n / ranks)
+                                          : element * n / ranks;
+    const double states = stage == 0 ? state * n : state * n / ranks;
     return static_cast<std::int64_t>(parameters + gradients + states);
   };
   std::string text = runtime::concat(
       "ZeRO stage ", settings_.stage, " on ", comm_.size(), " ranks keeps ",
-      memory::format_bytes(per_rank(settings_.stage)), " of fp32 model states per rank for ",
-      layout_.unpadded_elements(), " parameters");
+      memory::format_bytes(per_rank(settings_.stage)), " of ",
+      mixed() ? "mixed-precision (" + std::string(kernels::dtype_name(settings_.dtype)) + ")"
+              : std::string("fp32"),
+      " model states per rank for ", layout_.unpadded_elements(), " parameters");
   if (settings_.stage < 3)
     text += runtime::concat(" (stage 3 would keep ", memory::format_bytes(per_rank(3)), ")");
   return text;
@@ -223,95 +261,157 @@ std::string Engine::model_state_summary() const {
 
 void Engine::initialise_parameters() {
   const auto& parameters = model_.parameters();
+  // Values in fp32 (they depend only on each element's place in its tensor), rounded once into
+  // the model's dtype: memory proportional to the largest tensor piece, not the model.
+  std::vector<float> values;
+  auto initialise = [&](int p, std::int64_t begin, std::int64_t end, View out) {
+    const auto& info = parameters[static_cast<std::size_t>(p)];
+    if (out.dtype == DType::F32) {
+      model::init_parameter_range(info, p, settings_.seed, begin, end, out.as<float>());
+      return;
+    }
+    values.resize(static_cast<std::size_t>(end - begin));
+    model::init_parameter_range(info, p, settings_.seed, begin, end, values.data());
+    backend_.convert(ConstView{values.data(), end - begin, DType::F32, backend_.compute_place()},
+                     out);
+  };
   if (settings_.stage < 3) {
     for (std::size_t p = 0; p < parameters.size(); ++p) {
       const auto& entry = layout_.entries()[p];
-      model::init_parameter_range(parameters[p], static_cast<int>(p), settings_.seed, 0,
-                                  entry.numel, params_full_.data() + entry.offset);
+      initialise(static_cast<int>(p), 0, entry.numel,
+                 params_full_.slice(entry.offset, entry.numel));
     }
     return;
   }
   // zero_init: each rank initialises only the elements of its slice.
   for (const auto& piece :
        layout_.pieces_in(slice_begin_, slice_begin_ + layout_.slice_elements())) {
-    model::init_parameter_range(parameters[static_cast<std::size_t>(piece.entry)], piece.entry,
-                                settings_.seed, piece.offset_in_entry,
-                                piece.offset_in_entry + piece.length,
-                                params_slice_.data() + (piece.global_offset - slice_begin_));
+    initialise(piece.entry, piece.offset_in_entry, piece.offset_in_entry + piece.length,
+               params_slice_.slice(piece.global_offset - slice_begin_, piece.length));
   }
 }
 
-float* Engine::slice_parameters() {
-  if (settings_.stage == 3) return params_slice_.data();
-  if (settings_.stage == 0) return params_full_.data();
-  return params_full_.data() + slice_begin_;
+View Engine::slice_parameters() {
+  if (settings_.stage == 3) return params_slice_.view();
+  if (settings_.stage == 0) return params_full_.view();
+  return params_full_.slice(slice_begin_, layout_.slice_elements());
+}
+
+View Engine::slice_gradients() {
+  return settings_.stage == 0 ? grads_full_.view() : grads_slice_.view();
+}
+
+double Engine::loss_scale() const {
+  return scaler_ ? scaler_->scale() : 1.0;
 }
 
 void Engine::reduce_gradients_stage0() {
   if (comm_.size() == 1) return;
   const std::int64_t n = layout_.padded_elements();
+  const DType wire = settings_.communication_dtype;
+  const bool staged = wire != grads_full_.dtype();
+  const std::int64_t bucket = std::min(settings_.reduce_bucket_size, n);
+  // In another dtype than the gradients', buckets go through a staging buffer one at a time.
+  Buffer staging;
+  if (staged) staging = Buffer(wire, bucket, backend_.compute_place(), memory::Kind::CommBuffers);
   std::vector<comm::Handle> pending;
-  for (std::int64_t begin = 0; begin < n; begin += settings_.reduce_bucket_size) {
-    const std::int64_t count = std::min(settings_.reduce_bucket_size, n - begin);
-    pending.push_back(comm_.all_reduce_async(grads_full_.data() + begin, grads_full_.data() + begin,
-                                             count, comm::DataType::Float32, comm::ReduceOp::Sum));
+  for (std::int64_t begin = 0; begin < n; begin += bucket) {
+    const std::int64_t count = std::min(bucket, n - begin);
+    View grads = grads_full_.slice(begin, count);
+    if (!staged) {
+      pending.push_back(comm_.all_reduce_async(grads.data, grads.data, count, comm_type(wire),
+                                               comm::ReduceOp::Sum));
+      continue;
+    }
+    View wire_view = staging.slice(0, count);
+    backend_.convert(grads, wire_view);
+    {
+      runtime::ScopedTimer waiting(engine_waited_);
+      comm_.all_reduce(wire_view.data, wire_view.data, count, comm_type(wire), comm::ReduceOp::Sum);
+    }
+    backend_.convert(wire_view, grads);
   }
   {
     runtime::ScopedTimer waiting(engine_waited_);
     for (auto& handle : pending) handle.wait();
   }
-  if (settings_.average_gradients) optim::scale(grads_full_.data(), n, 1.0f / comm_.size());
+  if (settings_.average_gradients) {
+    View grads = grads_full_.view();
+    if (grads.dtype == DType::F32)
+      optim::scale(grads.as<float>(), n, 1.0f / comm_.size());
+    else
+      backend_.convert(grads, grads, 1.0f / comm_.size());
+  }
 }
 
-double Engine::clip_gradients(bool& clipped) {
-  double sum_of_squares = 0;
-  float* grads = nullptr;
-  std::int64_t n = 0;
-  if (settings_.stage == 0) {
-    // Every rank holds the whole reduced gradient: the norm needs no communication.
-    grads = grads_full_.data();
-    n = layout_.padded_elements();
-    sum_of_squares = optim::sum_of_squares(grads, n);
+double Engine::gradient_norm(bool& overflow) {
+  const View grads = slice_gradients();
+  double local = 0;
+  if (grads.dtype == DType::F32) {
+    local = optim::sum_of_squares(grads.as<float>(), grads.count);
   } else {
-    grads = grads_slice_.data();
-    n = layout_.slice_elements();
-    const double local = optim::sum_of_squares(grads, n);
+    const auto result = backend_.norm_squared(grads);
+    // A non-finite element makes the sum non-finite, so the all-reduced sum tells every rank.
+    local = result.finite ? result.sum_of_squares : std::numeric_limits<double>::infinity();
+  }
+  double sum_of_squares = local;
+  if (settings_.stage > 0) {
+    // Stage 0: every rank holds the whole reduced gradient, the norm needs no communication.
     runtime::ScopedTimer waiting(engine_waited_);
     sum_of_squares = comm_.all_reduce_scalar(local, comm::ReduceOp::Sum);
   }
-  const double norm = optim::global_norm_from_sum_of_squares(sum_of_squares);
-  const double coefficient = optim::clip_coefficient(norm, settings_.gradient_clipping);
-  clipped = coefficient < 1.0;
-  if (clipped) optim::scale(grads, n, static_cast<float>(coefficient));
-  return norm;
+  overflow = !std::isfinite(sum_of_squares);
+  return optim::global_norm_from_sum_of_squares(sum_of_squares);
 }
 
-void Engine::optimizer_step(const optim::StepHyper& hyper) {
-  float* params = slice_parameters();
-  const float* grads = settings_.stage == 0 ? grads_full_.data() : grads_slice_.data();
+void Engine::optimizer_step(const optim::StepHyper& hyper, double grad_multiplier) {
   const std::int64_t n = optimizer_->slice_elements();
   const std::int64_t piece = settings_.sub_group_size;
+  const View params = slice_parameters();
+  const View grads = slice_gradients();
+  float* master = mixed() ? master_.as<float>() : params.as<float>();
   optimizer_->begin_step(segments_, hyper);
   for (std::int64_t begin = 0; begin < n; begin += piece) {
     const std::int64_t end = std::min(n, begin + piece);
-    optimizer_->update_range(params + begin, grads + begin, begin, end);
-  }
-  if (!optimizer_->needs_tensor_norms()) return;
-  if (settings_.stage > 0 && comm_.size() > 1) {
-    // LAMB's trust ratio needs whole-tensor norms; tensors cut by slice boundaries have
-    // partial sums on several ranks. Every rank joins, whether or not its slice cuts one.
-    auto& sums = optimizer_->tensor_norm_sums();
-    const auto tensors = static_cast<std::int64_t>(layout_.entries().size());
-    auto packed = optim::pack_split_norm_sums(sums, tensors);
-    {
-      runtime::ScopedTimer waiting(engine_waited_);
-      comm_.all_reduce(packed.data(), packed.data(), static_cast<std::int64_t>(packed.size()),
-                       comm::DataType::Float64, comm::ReduceOp::Sum);
+    if (!mixed()) {
+      optimizer_->update_range(master + begin, grads.as<float>() + begin, begin, end);
+      continue;
     }
-    optim::unpack_split_norm_sums(packed, sums);
+    // One sub-group of 16-bit gradients, unscaled and clipped into fp32 (DeepSpeed's
+    // unscale_and_clip_grads), then the fp32 update of the master weights.
+    const View unscaled = master_grads_.slice(0, end - begin);
+    backend_.convert(grads.slice(begin, end - begin), unscaled,
+                     static_cast<float>(grad_multiplier));
+    optimizer_->update_range(master + begin, unscaled.as<float>(), begin, end);
   }
-  for (std::int64_t begin = 0; begin < n; begin += piece)
-    optimizer_->finish_range(params + begin, begin, std::min(n, begin + piece));
+  if (optimizer_->needs_tensor_norms()) {
+    if (settings_.stage > 0 && comm_.size() > 1) {
+      // LAMB's trust ratio needs whole-tensor norms; tensors cut by slice boundaries have
+      // partial sums on several ranks. Every rank joins, whether or not its slice cuts one.
+      auto& sums = optimizer_->tensor_norm_sums();
+      const auto tensors = static_cast<std::int64_t>(layout_.entries().size());
+      auto packed = optim::pack_split_norm_sums(sums, tensors);
+      {
+        runtime::ScopedTimer waiting(engine_waited_);
+        comm_.all_reduce(packed.data(), packed.data(), static_cast<std::int64_t>(packed.size()),
+                         comm::DataType::Float64, comm::ReduceOp::Sum);
+      }
+      optim::unpack_split_norm_sums(packed, sums);
+    }
+    for (std::int64_t begin = 0; begin < n; begin += piece)
+      optimizer_->finish_range(master + begin, begin, std::min(n, begin + piece));
+  }
+  // The model computes with the master weights rounded to its dtype.
+  if (mixed()) backend_.convert(master_.view(), params);
+}
+
+void Engine::inject_overflow() {
+  const auto& steps = settings_.inject_overflow_at_steps;
+  if (comm_.rank() != 0 || std::find(steps.begin(), steps.end(), global_steps_ + 1) == steps.end())
+    return;
+  const View grads = slice_gradients();
+  const float inf = std::numeric_limits<float>::infinity();
+  backend_.convert(ConstView{&inf, 1, DType::F32, backend_.compute_place()}, grads.slice(0, 1));
 }
 
 void Engine::all_gather_parameters() {
@@ -320,8 +420,9 @@ void Engine::all_gather_parameters() {
   std::vector<comm::Handle> pending;
   for (std::int64_t begin = 0; begin < n; begin += settings_.allgather_bucket_size) {
     const std::int64_t end = std::min(n, begin + settings_.allgather_bucket_size);
-    pending.push_back(all_gather_range(comm_, layout_, params_full_.data() + slice_begin_, begin,
-                                       end, params_full_.data() + begin));
+    pending.push_back(all_gather_range(comm_, layout_,
+                                       params_full_.slice(slice_begin_, layout_.slice_elements()),
+                                       begin, end, params_full_.slice(begin, end - begin)));
   }
   runtime::ScopedTimer waiting(engine_waited_);
   for (auto& handle : pending) handle.wait();
@@ -344,9 +445,14 @@ StepResult Engine::train_step(const BatchFiller& fill) {
   const int accumulation = settings_.gradient_accumulation_steps;
   const int B = settings_.micro_batch;
   const int T = settings_.seq_len;
-  const bool use_hooks = stage >= 2 || (stage == 1 && settings_.overlap_comm);
+  // Accumulating in fp32 from a micro-step buffer, stage 1 reduces after the last backward: the
+  // full buffer is complete only once the micro-step's gradients were added into it.
+  const bool use_hooks =
+      stage >= 2 || (stage == 1 && settings_.overlap_comm && micro_grads_.empty());
 
-  if (stage < 2) kernels::host::set_zero(grads_full_.data(), layout_.padded_elements());
+  if (stage < 2) backend_.set_zero(grads_full_.view());
+  const double loss_scale = scaler_ ? scaler_->scale() : 1.0;
+  result.loss_scale = loss_scale;
   double loss_sum = 0;
   for (int micro = 0; micro < accumulation; ++micro) {
     const bool last = micro + 1 == accumulation;
@@ -369,8 +475,11 @@ StepResult Engine::train_step(const BatchFiller& fill) {
       const double gathered = coordinator_waited();
       const double reduced = reducer_waited();
       runtime::Stopwatch watch;
-      model_.backward(param_table_, grad_table_, 1.0f / static_cast<float>(accumulation),
+      if (!micro_grads_.empty()) backend_.set_zero(micro_grads_.view());
+      model_.backward(param_table_, grad_table_,
+                      static_cast<float>(loss_scale / static_cast<double>(accumulation)),
                       use_hooks || coordinator_ ? hooks_.get() : nullptr);
+      if (!micro_grads_.empty()) backend_.add_scaled(micro_grads_.view(), grads_full_.view(), 1.0f);
       const double gather_wait = coordinator_waited() - gathered;
       const double reduce_wait = reducer_waited() - reduced;
       result.phases.backward += watch.seconds() - gather_wait - reduce_wait;
@@ -391,14 +500,55 @@ StepResult Engine::train_step(const BatchFiller& fill) {
     result.loss =
         comm_.all_reduce_scalar(loss_sum / accumulation, comm::ReduceOp::Sum) / comm_.size();
   }
+  if (!settings_.inject_overflow_at_steps.empty()) inject_overflow();
+  bool overflow = false;
   {
     runtime::ScopedTimer timer(result.phases.optimizer);
-    result.grad_norm = clip_gradients(result.clipped);
-    const auto hyper = optim::step_hyper(*schedule_, settings_.optimizer, applied_steps_ + 1);
-    optimizer_step(hyper);
+    const double scaled_norm = gradient_norm(overflow);
+    overflow = overflow && settings_.check_overflow;
+    if (scaler_) {
+      // DeepSpeed updates the scale once per step, before deciding to skip; at the minimum
+      // scale it raises on every rank alike (the overflow flag is agreed).
+      auto update = scaler_->update(overflow);
+      if (comm_.rank() == 0)
+        for (auto& line : update.messages) result.messages.push_back(std::move(line));
+      // A static scale skips silently in DeepSpeed; a skipped step never goes unsaid here.
+      if (overflow && update.messages.empty() && comm_.rank() == 0)
+        result.messages.push_back(
+            runtime::concat("[zerotrain] fp16 gradients overflowed at the static loss scale ",
+                            loss_scale, ": skipping step ", global_steps_ + 1));
+    } else if (overflow && comm_.rank() == 0) {
+      result.messages.push_back(runtime::concat("[zerotrain] ",
+                                                kernels::dtype_name(settings_.dtype),
+                                                " gradients hold inf or NaN: skipping step ",
+                                                global_steps_ + 1, " (bf16.check_grad_overflow)"));
+    }
+    // DeepSpeed reports the norm of the unscaled gradients.
+    result.grad_norm = scaled_norm < 0 ? -1.0 : scaled_norm / loss_scale;
+    result.skipped = overflow;
+    const auto hyper = optim::step_hyper(*schedule_, settings_.optimizer, optimizer_steps_ + 1);
     result.lr = hyper.lr;
+    if (!overflow) {
+      if (mixed()) {
+        const double multiplier =
+            optim::gradient_multiplier(scaled_norm, loss_scale, settings_.gradient_clipping);
+        result.clipped = multiplier * loss_scale < 1.0 - 1e-12;
+        optimizer_step(hyper, multiplier);
+      } else {
+        // fp32: clip the gradients in place, as before mixed precision.
+        const double coefficient =
+            optim::clip_coefficient(scaled_norm, settings_.gradient_clipping);
+        result.clipped = coefficient < 1.0;
+        if (result.clipped) {
+          const View grads = slice_gradients();
+          optim::scale(grads.as<float>(), grads.count, static_cast<float>(coefficient));
+        }
+        optimizer_step(hyper, 1.0);
+      }
+      ++optimizer_steps_;
+    }
   }
-  {
+  if (!overflow) {
     runtime::ScopedTimer timer(result.phases.gather);
     if (stage == 1 || stage == 2) all_gather_parameters();
     if (coordinator_) coordinator_->refresh_persistent();
@@ -410,8 +560,8 @@ StepResult Engine::train_step(const BatchFiller& fill) {
   result.phases.exposed = (engine_waited_ - engine_waited_before) +
                           (reducer_waited() - reducer_waited_before) +
                           (coordinator_waited() - coordinator_waited_before);
-  ++applied_steps_;
-  result.step = applied_steps_;
+  ++global_steps_;
+  result.step = global_steps_;
   result.phases.total = step_watch.seconds();
   result.phases.communication = comm_.busy_seconds() - busy_before;
   const auto traffic_after = comm_.total_traffic();
@@ -438,7 +588,11 @@ EngineReport Engine::report() const {
     report.gathers = coordinator_->gathers();
     report.prefetches = coordinator_->prefetches();
   }
-  report.optimizer_state_bytes = optimizer_->state_bytes();
+  report.optimizer_state_bytes =
+      optimizer_->state_bytes() + master_.bytes() + master_grads_.bytes();
+  report.dtype = settings_.dtype;
+  report.communication_dtype = settings_.communication_dtype;
+  report.skipped_steps = skipped_steps();
   report.sub_groups =
       (optimizer_->slice_elements() + settings_.sub_group_size - 1) / settings_.sub_group_size;
   return report;
@@ -446,13 +600,25 @@ EngineReport Engine::report() const {
 
 void Engine::gather_parameter(int index, float* out) {
   const auto& entry = layout_.entries().at(static_cast<std::size_t>(index));
-  if (settings_.stage < 3) {
-    std::copy(params_full_.data() + entry.offset, params_full_.data() + entry.offset + entry.numel,
-              out);
+  const View widened{out, entry.numel, DType::F32, backend_.compute_place()};
+  if (mixed()) {
+    // The fp32 master weights (what DeepSpeed's zero_to_fp32 exports), not their 16-bit copy:
+    // whole at stage 0, one slice per rank from stage 1 on.
+    if (settings_.stage == 0) {
+      backend_.convert(master_.slice(entry.offset, entry.numel), widened);
+      return;
+    }
+    all_gather_range(comm_, layout_, master_.view(), entry.offset, entry.offset + entry.numel,
+                     widened)
+        .wait();
     return;
   }
-  all_gather_range(comm_, layout_, params_slice_.data(), entry.offset, entry.offset + entry.numel,
-                   out)
+  if (settings_.stage < 3) {
+    backend_.convert(params_full_.slice(entry.offset, entry.numel), widened);
+    return;
+  }
+  all_gather_range(comm_, layout_, params_slice_.view(), entry.offset, entry.offset + entry.numel,
+                   widened)
       .wait();
 }
 

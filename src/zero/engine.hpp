@@ -12,6 +12,12 @@
 //   3      slice + gathered   as stage 2                     slice
 //          layers (cached)
 //
+// Mixed precision (DESIGN §4): parameters, activations and gradients in the model's dtype (fp32,
+// fp16 or bf16); with a 16-bit dtype the optimizer steps an fp32 master copy of the rank's slice
+// and writes the rounded result back, gradients are reduced in communication_dtype, and fp16
+// runs scale the loss by DeepSpeed's dynamic loss scaler, skipping steps whose gradients
+// overflowed (agreed across ranks).
+//
 // Nothing here reads the config file: the application translates the config into
 // EngineSettings.
 #pragma once
@@ -22,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.hpp"
 #include "comm/communicator.hpp"
 #include "memory/tracker.hpp"
 #include "model/gpt.hpp"
@@ -29,6 +36,7 @@
 #include "optim/optimizer.hpp"
 #include "zero/flat_layout.hpp"
 #include "zero/layer_map.hpp"
+#include "zero/loss_scaler.hpp"
 
 namespace zt::zero {
 
@@ -60,6 +68,22 @@ struct EngineSettings {
   optim::OptimizerSettings optimizer;
   optim::ScheduleSettings schedule;
   std::uint64_t seed = 42;
+  /// Parameters, activations and gradients (the model's dtype must match).
+  backend::DType dtype = backend::DType::F32;
+  /// Where gradients accumulate over micro-steps (data_types.grad_accum_dtype): `dtype`, or fp32
+  /// at stages 0-1 (DeepSpeed's BF16_Optimizer: each micro-step's 16-bit gradients are added
+  /// into an fp32 buffer).
+  backend::DType gradient_accumulation_dtype = backend::DType::F32;
+  /// Gradient reductions (communication_data_type); parameters are gathered in `dtype`.
+  backend::DType communication_dtype = backend::DType::F32;
+  /// fp16: DeepSpeed's loss scaler. Ignored for fp32 and bf16 (loss scale 1).
+  LossScalerSettings loss_scaler;
+  /// Skip steps whose gradients hold inf or NaN: always for fp16, bf16.check_grad_overflow for
+  /// bf16; DeepSpeed never checks fp32.
+  bool check_overflow = false;
+  /// Test hook: on these steps (1-based, global) rank 0 writes +inf into its first gradient
+  /// element after backward, so the overflow path runs end to end.
+  std::vector<std::int64_t> inject_overflow_at_steps;
 };
 
 /// Seconds spent in each phase of a step (summed over micro-batches) on this rank. Compute
@@ -78,11 +102,15 @@ struct PhaseTimes {
 };
 
 struct StepResult {
-  std::int64_t step = 0;  // applied optimizer steps so far, this one included
+  std::int64_t step = 0;  // global steps so far, this one included (skipped ones too)
   double loss = 0;        // mean over the global batch
   double grad_norm = 0;   // global norm before clipping (-1 for inf/NaN)
   double lr = 0;          // the learning rate this step used
   bool clipped = false;
+  bool skipped = false;     // gradients overflowed: weights, moments and schedule untouched
+  double loss_scale = 1.0;  // the scale this step's backward used
+  /// Lines rank 0 prints for this step (DeepSpeed's OVERFLOW! line, hysteresis notes).
+  std::vector<std::string> messages;
   PhaseTimes phases;
   std::int64_t bytes_sent = 0;  // by this rank during the step (ring volumes, see comm)
   std::int64_t bytes_received = 0;
@@ -102,8 +130,11 @@ struct EngineReport {
   std::int64_t peak_live_elements = 0;  // stage 3: most gathered non-persistent elements
   std::int64_t gathers = 0;
   std::int64_t prefetches = 0;
-  std::int64_t optimizer_state_bytes = 0;
+  std::int64_t optimizer_state_bytes = 0;  // moments, and the fp32 master copy in 16 bits
   std::int64_t sub_groups = 1;
+  backend::DType dtype = backend::DType::F32;
+  backend::DType communication_dtype = backend::DType::F32;
+  std::int64_t skipped_steps = 0;
 };
 
 /// Fills one micro-batch (micro_batch x seq_len inputs and targets) for micro step `micro_step`
@@ -122,16 +153,23 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  /// One optimizer step over gradient_accumulation_steps micro-batches. Collective.
+  /// One optimizer step over gradient_accumulation_steps micro-batches. Collective. Throws
+  /// LossScaleAtMinimumError on every rank when fp16 overflows at the minimum loss scale.
   StepResult train_step(const BatchFiller& fill);
 
   const FlatLayout& layout() const { return layout_; }
   const EngineSettings& settings() const { return settings_; }
-  std::int64_t applied_steps() const { return applied_steps_; }
+  /// Steps taken, skipped ones included (DeepSpeed's global_steps).
+  std::int64_t applied_steps() const { return global_steps_; }
+  /// Steps whose update was applied (the optimizer's and the schedule's step count).
+  std::int64_t optimizer_steps() const { return optimizer_steps_; }
+  std::int64_t skipped_steps() const { return global_steps_ - optimizer_steps_; }
+  double loss_scale() const;
   EngineReport report() const;
 
   /// Collective: the full values of parameter `index` (registration order) into `out`
-  /// (numel floats) on every rank. Memory proportional to the tensor, not the model.
+  /// (numel floats; in 16-bit runs the fp32 master weights) on every rank. Memory proportional
+  /// to the tensor, not the model.
   void gather_parameter(int index, float* out);
   /// Collective: every parameter, back to back in registration order (no padding). For tests
   /// and small models: it allocates the whole model.
@@ -143,21 +181,32 @@ class Engine {
   std::string model_state_summary() const;
   void initialise_parameters();
   void reduce_gradients_stage0();
-  double clip_gradients(bool& clipped);
-  void optimizer_step(const optim::StepHyper& hyper);
+  /// The global gradient norm (of the scaled gradients; -1 when not finite) and whether any
+  /// rank's gradients overflowed.
+  double gradient_norm(bool& overflow);
+  void optimizer_step(const optim::StepHyper& hyper, double grad_multiplier);
   void all_gather_parameters();
-  float* slice_parameters();
+  backend::View slice_parameters();
+  backend::View slice_gradients();
+  void inject_overflow();
+
+  bool mixed() const { return settings_.dtype != backend::DType::F32; }
 
   model::Gpt& model_;
   comm::Communicator& comm_;
+  backend::Backend& backend_;
   EngineSettings settings_;
   FlatLayout layout_;
   LayerMap layers_;
   std::int64_t slice_begin_ = 0;
-  memory::TrackedBuffer<float> params_full_;   // stages 0-2
-  memory::TrackedBuffer<float> params_slice_;  // stage 3
-  memory::TrackedBuffer<float> grads_full_;    // stages 0-1
-  memory::TrackedBuffer<float> grads_slice_;   // stages 1-3
+  backend::Buffer params_full_;   // stages 0-2, model dtype
+  backend::Buffer params_slice_;  // stage 3, model dtype
+  backend::Buffer grads_full_;    // stages 0-1, gradient accumulation dtype
+  backend::Buffer grads_slice_;   // stages 1-3, gradient accumulation dtype
+  backend::Buffer micro_grads_;   // stages 0-1 accumulating in fp32: one micro-step, model dtype
+  backend::Buffer master_;        // 16-bit runs: fp32 copy of the optimizer's range
+  backend::Buffer master_grads_;  // 16-bit runs: one sub-group of unscaled fp32 gradients
+  std::unique_ptr<LossScaler> scaler_;  // fp16 only
   model::ParamTable param_table_;
   model::GradTable grad_table_;
   std::vector<optim::TensorSegment> segments_;
@@ -168,7 +217,8 @@ class Engine {
   std::unique_ptr<Hooks> hooks_;
   memory::TrackedBuffer<std::int32_t> inputs_;
   memory::TrackedBuffer<std::int32_t> targets_;
-  std::int64_t applied_steps_ = 0;
+  std::int64_t global_steps_ = 0;
+  std::int64_t optimizer_steps_ = 0;
   bool persistence_limited_ = false;
   double engine_waited_ = 0;  // seconds blocked on collectives issued here (not in hooks)
 };

@@ -1,47 +1,59 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "zero/gradient_reducer.hpp"
 
-#include <Kokkos_Core.hpp>
-
 #include <algorithm>
 #include <climits>
 #include <stdexcept>
 
-#include "kernels/host/layer_kernels.hpp"
 #include "runtime/timer.hpp"
 
 namespace zt::zero {
 
-namespace {
+using backend::Buffer;
+using backend::DType;
+using backend::View;
 
-using HostRange = Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>;
-
-}  // namespace
+comm::DataType comm_type(DType dtype) {
+  switch (dtype) {
+    case DType::F32:
+      return comm::DataType::Float32;
+    case DType::F16:
+      return comm::DataType::Float16;
+    case DType::BF16:
+      return comm::DataType::BFloat16;
+    case DType::I32:
+      return comm::DataType::Int32;
+  }
+  throw std::logic_error("comm_type: unknown dtype");
+}
 
 struct GradientReducer::Pending {
+  // Declared first so it is destroyed last: the handle's destructor waits for the collective
+  // that reads the staging buffer and writes the scratch.
+  Buffer staging;  // the bucket in the communication dtype, when it differs from the gradients'
+  Buffer scratch;  // receives this rank's part when it cannot land in the slice directly
   comm::Handle handle;
   int window = -1;
-  std::int64_t count = 0;        // elements of this rank's part
-  float* destination = nullptr;  // in the slice
-  float* result = nullptr;       // where the reduced part is once the handle completed
+  View destination;  // this rank's part, in the slice
+  View result;       // where the reduced part is once the handle completed
   bool add = false;
-  memory::TrackedBuffer<float> scratch;
 };
 
 GradientReducer::GradientReducer(Source source, const FlatLayout& layout, const LayerMap& layers,
-                                 comm::Communicator& comm, const ReducerSettings& settings,
-                                 float* full, float* slice)
+                                 comm::Communicator& comm, backend::Backend& backend,
+                                 const ReducerSettings& settings, View full, View slice)
     : source_(source),
       layout_(layout),
       layers_(layers),
       comm_(comm),
+      backend_(backend),
       settings_(settings),
       full_(full),
       slice_(slice),
       slice_begin_(layout.slice_begin(comm.rank())),
       slice_end_(layout.slice_end(comm.rank())) {
   settings_.bucket_elements = std::clamp<std::int64_t>(settings_.bucket_elements, 1, INT_MAX / 2);
-  if (source_ == Source::FullBuffer && full_ == nullptr)
+  if (source_ == Source::FullBuffer && full_.data == nullptr)
     throw std::invalid_argument("GradientReducer: FullBuffer needs the full gradient buffer");
   if (source_ == Source::Windows) {
     std::int64_t own_total = 0;
@@ -55,8 +67,8 @@ GradientReducer::GradientReducer(Source source, const FlatLayout& layout, const 
     // A second window lets one fill while the other drains; pointless when one holds it all.
     window_pool_ = settings_.overlap_comm && window_capacity_ < own_total ? 2 : 1;
     for (const auto& shared : layers_.shared)
-      shared_gradients_.emplace_back(static_cast<std::size_t>(shared.range.size()),
-                                     memory::Place::Device, memory::Kind::Gradients);
+      shared_gradients_.emplace_back(slice_.dtype, shared.range.size(), slice_.place,
+                                     memory::Kind::Gradients);
     shared_touched_.assign(layers_.shared.size(), false);
   }
 }
@@ -68,8 +80,8 @@ GradientReducer::~GradientReducer() {
 
 std::int64_t GradientReducer::landing_elements() const {
   std::int64_t total = 0;
-  for (const auto& window : windows_) total += static_cast<std::int64_t>(window->buffer.size());
-  for (const auto& buffer : shared_gradients_) total += static_cast<std::int64_t>(buffer.size());
+  for (const auto& window : windows_) total += window->buffer.count();
+  for (const auto& buffer : shared_gradients_) total += buffer.count();
   return total;
 }
 
@@ -80,8 +92,9 @@ void GradientReducer::begin_micro_step(bool accumulate) {
   std::fill(shared_touched_.begin(), shared_touched_.end(), false);
 }
 
-float* GradientReducer::window_address(Window& window, std::int64_t flat) const {
-  return window.buffer.data() + (flat - (window.end - window.capacity));
+View GradientReducer::window_from(Window& window, std::int64_t flat) const {
+  const std::int64_t offset = flat - (window.end - window.capacity);
+  return window.buffer.slice(offset, window.capacity - offset);
 }
 
 void GradientReducer::before_backward(int layer, model::GradTable& table) {
@@ -97,21 +110,21 @@ void GradientReducer::before_backward(int layer, model::GradTable& table) {
       active_low_ = own.end;
     }
     Window& window = *windows_[static_cast<std::size_t>(active_window_)];
-    kernels::host::set_zero(window_address(window, own.begin), own.size());
-    for (const int p : layers_.own_parameters[static_cast<std::size_t>(layer)])
-      table[static_cast<std::size_t>(p)] =
-          window_address(window, layout_.entries()[static_cast<std::size_t>(p)].offset);
+    backend_.set_zero(window_from(window, own.begin).slice(0, own.size()));
+    for (const int p : layers_.own_parameters[static_cast<std::size_t>(layer)]) {
+      const auto& entry = layout_.entries()[static_cast<std::size_t>(p)];
+      table[static_cast<std::size_t>(p)] = window_from(window, entry.offset).slice(0, entry.numel);
+    }
   }
   for (std::size_t s = 0; s < layers_.shared.size(); ++s) {
     const int p = layers_.shared[s].parameter;
     const auto& uses = layers_.parameters[static_cast<std::size_t>(layer)];
     if (std::find(uses.begin(), uses.end(), p) == uses.end()) continue;
     if (!shared_touched_[s]) {
-      kernels::host::set_zero(shared_gradients_[s].data(),
-                              static_cast<std::int64_t>(shared_gradients_[s].size()));
+      backend_.set_zero(shared_gradients_[s].view());
       shared_touched_[s] = true;
     }
-    table[static_cast<std::size_t>(p)] = shared_gradients_[s].data();
+    table[static_cast<std::size_t>(p)] = shared_gradients_[s].view();
   }
 }
 
@@ -125,7 +138,7 @@ void GradientReducer::after_backward(int layer) {
     }
     for (std::size_t s = 0; s < layers_.shared.size(); ++s)
       if (layers_.shared[s].completing_layer == layer)
-        flush(layers_.shared[s].range, shared_gradients_[s].data(), -1);
+        flush(layers_.shared[s].range, shared_gradients_[s].view(), -1);
     return;
   }
   // FullBuffer: extend the completed range downwards; reduce it once it makes a bucket.
@@ -133,16 +146,17 @@ void GradientReducer::after_backward(int layer) {
     if (!waiting_.empty() && own.end == waiting_.begin) {
       waiting_.begin = own.begin;
     } else {
-      if (!waiting_.empty()) flush(waiting_, full_ + waiting_.begin, -1);
+      if (!waiting_.empty()) flush(waiting_, full_.slice(waiting_.begin, waiting_.size()), -1);
       waiting_ = own;
     }
     if (waiting_.size() >= settings_.bucket_elements) {
-      flush(waiting_, full_ + waiting_.begin, -1);
+      flush(waiting_, full_.slice(waiting_.begin, waiting_.size()), -1);
       waiting_ = {0, 0};
     }
   }
   for (const auto& shared : layers_.shared)
-    if (shared.completing_layer == layer) flush(shared.range, full_ + shared.range.begin, -1);
+    if (shared.completing_layer == layer)
+      flush(shared.range, full_.slice(shared.range.begin, shared.range.size()), -1);
 }
 
 void GradientReducer::reduce_everything() {
@@ -153,7 +167,7 @@ void GradientReducer::reduce_everything() {
 
 void GradientReducer::finish_micro_step() {
   if (source_ == Source::FullBuffer && !waiting_.empty()) {
-    flush(waiting_, full_ + waiting_.begin, -1);
+    flush(waiting_, full_.slice(waiting_.begin, waiting_.size()), -1);
     waiting_ = {0, 0};
   }
   if (active_window_ >= 0) flush_active_window();
@@ -166,37 +180,42 @@ void GradientReducer::flush_active_window() {
   const FlatRange range{active_low_, window.end};
   const int index = active_window_;
   active_window_ = -1;
-  if (!range.empty()) flush(range, window_address(window, range.begin), index);
+  if (!range.empty()) flush(range, window_from(window, range.begin).slice(0, range.size()), index);
 }
 
-void GradientReducer::flush(FlatRange range, float* source, int window) {
+void GradientReducer::flush(FlatRange range, View source, int window) {
   const int ranks = comm_.size();
   const std::int64_t slice = layout_.slice_elements();
+  const DType wire = settings_.communication_dtype;
+  const bool staged = wire != source.dtype;
   for (std::int64_t begin = range.begin; begin < range.end; begin += settings_.bucket_elements) {
     const std::int64_t end = std::min(range.end, begin + settings_.bucket_elements);
     const std::int64_t mine_begin = std::max(begin, slice_begin_);
     const std::int64_t mine_end = std::min(end, slice_end_);
+    const std::int64_t mine = std::max<std::int64_t>(0, mine_end - mine_begin);
     auto pending = std::make_unique<Pending>();
-    pending->count = std::max<std::int64_t>(0, mine_end - mine_begin);
-    pending->destination = slice_ + (mine_begin - slice_begin_);
+    pending->destination = slice_.slice(mine > 0 ? mine_begin - slice_begin_ : 0, mine);
     pending->window = window;
     pending->add = accumulate_;
-    float* chunk = source + (begin - range.begin);
+    View chunk = source.slice(begin - range.begin, end - begin);
+    if (staged) {
+      pending->staging = Buffer(wire, end - begin, source.place, memory::Kind::CommBuffers);
+      backend_.convert(chunk, pending->staging.view());
+      chunk = pending->staging.view();
+    }
     if (settings_.reduce_scatter) {
-      float* receive = pending->destination;
-      if (accumulate_ && pending->count > 0) {
-        pending->scratch =
-            memory::TrackedBuffer<float>(static_cast<std::size_t>(pending->count),
-                                         memory::Place::Device, memory::Kind::CommBuffers);
-        receive = pending->scratch.data();
+      View receive = pending->destination;
+      if ((accumulate_ || staged) && mine > 0) {
+        pending->scratch = Buffer(wire, mine, source.place, memory::Kind::CommBuffers);
+        receive = pending->scratch.view();
       }
       pending->result = receive;
       pending->handle = comm_.reduce_scatter_v_async(
-          chunk, receive, comm::split_range_by_rank(begin, end, slice, ranks),
-          comm::DataType::Float32, comm::ReduceOp::Sum);
+          chunk.data, receive.data, comm::split_range_by_rank(begin, end, slice, ranks),
+          comm_type(wire), comm::ReduceOp::Sum);
     } else {
-      pending->result = chunk + (mine_begin - begin);
-      pending->handle = comm_.all_reduce_async(chunk, chunk, end - begin, comm::DataType::Float32,
+      pending->result = chunk.slice(mine > 0 ? mine_begin - begin : 0, mine);
+      pending->handle = comm_.all_reduce_async(chunk.data, chunk.data, end - begin, comm_type(wire),
                                                comm::ReduceOp::Sum);
     }
     if (window >= 0) ++windows_[static_cast<std::size_t>(window)]->outstanding;
@@ -212,17 +231,11 @@ void GradientReducer::complete_front() {
     pending.handle.wait();
   }
   const float scale = settings_.average ? 1.0f / static_cast<float>(comm_.size()) : 1.0f;
-  float* destination = pending.destination;
-  const float* result = pending.result;
-  const std::int64_t n = pending.count;
-  if (pending.add) {
-    Kokkos::parallel_for(
-        "zt::zero::add_reduced", HostRange(0, n),
-        KOKKOS_LAMBDA(const std::int64_t i) { destination[i] += scale * result[i]; });
-  } else if (result != destination || scale != 1.0f) {
-    Kokkos::parallel_for(
-        "zt::zero::store_reduced", HostRange(0, n),
-        KOKKOS_LAMBDA(const std::int64_t i) { destination[i] = scale * result[i]; });
+  if (pending.destination.count > 0) {
+    if (pending.add)
+      backend_.add_scaled(pending.result, pending.destination, scale);
+    else if (pending.result.data != pending.destination.data || scale != 1.0f)
+      backend_.convert(pending.result, pending.destination, scale);
   }
   if (pending.window >= 0) --windows_[static_cast<std::size_t>(pending.window)]->outstanding;
   pending_.pop_front();
@@ -278,8 +291,7 @@ void GradientReducer::allocate_window(Window& window) {
   // largest layer (smaller buckets, more calls) rather than failing.
   for (;;) {
     try {
-      window.buffer = memory::TrackedBuffer<float>(static_cast<std::size_t>(window_capacity_),
-                                                   memory::Place::Device, memory::Kind::Gradients);
+      window.buffer = Buffer(slice_.dtype, window_capacity_, slice_.place, memory::Kind::Gradients);
       window.capacity = window_capacity_;
       return;
     } catch (const memory::OutOfMemory&) {
@@ -296,7 +308,7 @@ void GradientReducer::release_idle_windows() {
   if (settings_.contiguous_gradients) return;
   for (std::size_t i = 0; i < windows_.size(); ++i)
     if (static_cast<int>(i) != active_window_ && windows_[i]->outstanding == 0)
-      windows_[i]->buffer.release();
+      windows_[i]->buffer = Buffer();
 }
 
 }  // namespace zt::zero

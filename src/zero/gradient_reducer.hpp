@@ -24,6 +24,7 @@
 #include <memory>
 #include <vector>
 
+#include "backend/backend.hpp"
 #include "comm/communicator.hpp"
 #include "memory/tracker.hpp"
 #include "model/gpt.hpp"
@@ -38,17 +39,25 @@ struct ReducerSettings {
   bool contiguous_gradients = true;
   bool reduce_scatter = true;
   bool average = true;  // divide the sum by the world size
+  /// The collectives' element type (communication_data_type). When it differs from the
+  /// gradients' dtype, each bucket is converted into a staging buffer of this type, reduced
+  /// there (accumulated in fp32 when it is fp32) and converted back into the slice.
+  backend::DType communication_dtype = backend::DType::F32;
 };
+
+/// comm's element type for a backend dtype.
+comm::DataType comm_type(backend::DType dtype);
 
 class GradientReducer {
  public:
   enum class Source { FullBuffer, Windows };
 
-  /// `full` is the full gradient buffer for Source::FullBuffer (nullptr for Windows); `slice`
-  /// receives this rank's reduced gradients (layout.slice_elements() floats).
+  /// `full` is the full gradient buffer for Source::FullBuffer (empty for Windows); `slice`
+  /// receives this rank's reduced gradients (layout.slice_elements() elements). Landing
+  /// windows are of the slice's dtype.
   GradientReducer(Source source, const FlatLayout& layout, const LayerMap& layers,
-                  comm::Communicator& comm, const ReducerSettings& settings, float* full,
-                  float* slice);
+                  comm::Communicator& comm, backend::Backend& backend,
+                  const ReducerSettings& settings, backend::View full, backend::View slice);
   ~GradientReducer();
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
@@ -78,29 +87,31 @@ class GradientReducer {
 
  private:
   struct Window {
-    memory::TrackedBuffer<float> buffer;
+    backend::Buffer buffer;
     std::int64_t capacity = 0;
     std::int64_t end = 0;  // flat address of buffer[capacity]
     int outstanding = 0;   // reductions still reading it
   };
   struct Pending;
 
-  void flush(FlatRange range, float* source, int window);
+  void flush(FlatRange range, backend::View source, int window);
   void flush_active_window();
   void complete_front();
   void wait_window(int window);
   int acquire_window(std::int64_t end);
   void release_idle_windows();
   void allocate_window(Window& window);
-  float* window_address(Window& window, std::int64_t flat) const;
+  /// The window's elements from flat address `flat` up to the window's end.
+  backend::View window_from(Window& window, std::int64_t flat) const;
 
   Source source_;
   const FlatLayout& layout_;
   const LayerMap& layers_;
   comm::Communicator& comm_;
+  backend::Backend& backend_;
   ReducerSettings settings_;
-  float* full_;
-  float* slice_;
+  backend::View full_;
+  backend::View slice_;
   std::int64_t slice_begin_;
   std::int64_t slice_end_;
   bool accumulate_ = false;
@@ -117,7 +128,7 @@ class GradientReducer {
   int active_window_ = -1;
   std::int64_t active_low_ = 0;  // flat start of what the active window holds
   int next_window_ = 0;
-  std::vector<memory::TrackedBuffer<float>> shared_gradients_;  // by LayerMap::shared index
+  std::vector<backend::Buffer> shared_gradients_;  // by LayerMap::shared index
   std::vector<bool> shared_touched_;
   std::function<bool()> relieve_memory_;
 };

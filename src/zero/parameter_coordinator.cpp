@@ -17,7 +17,7 @@ constexpr std::size_t kMaxPrefetchesInFlight = 64;
 
 ParameterCoordinator::ParameterCoordinator(const FlatLayout& layout, const LayerMap& layers,
                                            comm::Communicator& comm,
-                                           const CoordinatorSettings& settings, const float* slice)
+                                           const CoordinatorSettings& settings, backend::View slice)
     : layout_(layout), layers_(layers), comm_(comm), settings_(settings), slice_(slice) {
   const auto& entries = layout_.entries();
   states_.resize(entries.size());
@@ -26,8 +26,8 @@ ParameterCoordinator::ParameterCoordinator(const FlatLayout& layout, const Layer
     if (numel <= settings_.param_persistence_threshold &&
         persistent_elements_ + numel <= settings_.model_persistence_threshold) {
       states_[p].persistent = true;
-      states_[p].buffer = memory::TrackedBuffer<float>(
-          static_cast<std::size_t>(numel), memory::Place::Device, memory::Kind::Parameters);
+      states_[p].buffer =
+          backend::Buffer(slice_.dtype, numel, slice_.place, memory::Kind::Parameters);
       persistent_elements_ += numel;
       ++persistent_count_;
     }
@@ -135,7 +135,7 @@ void ParameterCoordinator::refresh_persistent() {
     if (!states_[p].persistent || states_[p].buffer.empty()) continue;
     const auto& entry = layout_.entries()[p];
     handles.push_back(all_gather_range(comm_, layout_, slice_, entry.offset,
-                                       entry.offset + entry.numel, states_[p].buffer.data()));
+                                       entry.offset + entry.numel, states_[p].buffer.view()));
   }
   runtime::ScopedTimer timer(exposed_seconds_);
   for (auto& handle : handles) handle.wait();
@@ -152,8 +152,8 @@ bool ParameterCoordinator::start_gather(int parameter, bool prefetch) {
   const auto& entry = layout_.entries()[static_cast<std::size_t>(parameter)];
   for (;;) {
     try {
-      state.buffer = memory::TrackedBuffer<float>(static_cast<std::size_t>(entry.numel),
-                                                  memory::Place::Device, memory::Kind::Parameters);
+      state.buffer =
+          backend::Buffer(slice_.dtype, entry.numel, slice_.place, memory::Kind::Parameters);
       break;
     } catch (const memory::OutOfMemory& error) {
       // A prefetch never evicts: what it would push out is needed sooner.
@@ -165,7 +165,7 @@ bool ParameterCoordinator::start_gather(int parameter, bool prefetch) {
     }
   }
   state.gathering = all_gather_range(comm_, layout_, slice_, entry.offset,
-                                     entry.offset + entry.numel, state.buffer.data());
+                                     entry.offset + entry.numel, state.buffer.view());
   window_.mark_gathered(parameter);
   state.prefetched = prefetch;
   live_elements_ += entry.numel;
@@ -186,7 +186,7 @@ void ParameterCoordinator::release(int parameter) {
   State& state = states_[static_cast<std::size_t>(parameter)];
   if (state.persistent || state.buffer.empty()) return;
   wait_gather(parameter);  // never free a buffer a collective still writes
-  state.buffer.release();
+  state.buffer = backend::Buffer();
   window_.mark_released(parameter);
   state.prefetched = false;
   live_elements_ -= layout_.entries()[static_cast<std::size_t>(parameter)].numel;
@@ -225,7 +225,7 @@ void ParameterCoordinator::before_layer(int layer, bool backward, model::ParamTa
   for (const int p : parameters) {
     wait_gather(p);
     states_[static_cast<std::size_t>(p)].prefetched = false;
-    table[static_cast<std::size_t>(p)] = states_[static_cast<std::size_t>(p)].buffer.data();
+    table[static_cast<std::size_t>(p)] = states_[static_cast<std::size_t>(p)].buffer.view();
   }
   prefetch_after(position_);
 }

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "backend/backend.hpp"
 #include "comm/communicator.hpp"
 #include "memory/tracker.hpp"
 #include "model/gpt.hpp"
@@ -39,9 +40,10 @@ struct CoordinatorSettings {
 
 class ParameterCoordinator {
  public:
-  /// `slice` is this rank's partition of the flat parameter buffer (layout.slice_elements()).
+  /// `slice` is this rank's partition of the flat parameter buffer (layout.slice_elements()
+  /// elements); gathered parameters are of its dtype and place.
   ParameterCoordinator(const FlatLayout& layout, const LayerMap& layers, comm::Communicator& comm,
-                       const CoordinatorSettings& settings, const float* slice);
+                       const CoordinatorSettings& settings, backend::View slice);
   ~ParameterCoordinator();
   ParameterCoordinator(const ParameterCoordinator&) = delete;
   ParameterCoordinator& operator=(const ParameterCoordinator&) = delete;
@@ -72,9 +74,9 @@ class ParameterCoordinator {
  private:
   struct State {
     bool persistent = false;
-    memory::TrackedBuffer<float> buffer;  // gathered values (empty when released)
-    comm::Handle gathering;               // pending all-gather into buffer
-    bool prefetched = false;              // gathered ahead of its use, not used since
+    backend::Buffer buffer;   // gathered values (empty when released)
+    comm::Handle gathering;   // pending all-gather into buffer
+    bool prefetched = false;  // gathered ahead of its use, not used since
   };
 
   // The prefetch window, kept from layer to layer instead of rescanned, so that a step costs
@@ -121,7 +123,7 @@ class ParameterCoordinator {
   const LayerMap& layers_;
   comm::Communicator& comm_;
   CoordinatorSettings settings_;
-  const float* slice_;
+  backend::View slice_;
   std::vector<State> states_;
   std::vector<std::int64_t> layer_elements_;  // parameter elements each layer reads
   // Trace position p's layer reads elements_before_[p + 1] - elements_before_[p] elements.

@@ -105,6 +105,111 @@ TEST(ModelStates, RecommendedSettingsKeepThePlannersNumbers) {
                    16 * (P / 8) + 4 * 2 * layer + 4 * 2 * layer);
 }
 
+// ---- model states in 16 bits
+
+PlanSettings sixteen_bit(double communication_bytes) {
+  PlanSettings settings;
+  settings.precision = mixed_precision(communication_bytes);
+  settings.reduce_bucket_size = 5e6;
+  settings.overlap_comm = false;  // DeepSpeed's default below stage 3
+  return settings;
+}
+
+TEST(ModelStates, SixteenBitsPerKindAtEveryStage) {
+  auto shape = blocks(1e8, 1e6);  // 100 blocks
+  shape.tied = 2e6;               // an embedding whose gradient lands whole
+  shape.persistent = 1e6;
+  const double P = 1e8, slice = P / 4;
+  auto settings = sixteen_bit(2);
+  settings.sub_group_size = 1e7;  // the fp32 unscaled gradients: a sub-group, not the range
+  settings.prefetch_bucket_size = 0;
+  settings.max_reuse_distance = 0;
+  const double windows = 5e6 + 2e6;  // one window (no overlap_comm) and the tied gradient
+  auto at = [&](int stage) { return model_states(shape, {stage}, 4, settings); };
+  EXPECT_DOUBLE_EQ(at(0).parameters, 2 * P);
+  EXPECT_DOUBLE_EQ(at(0).gradients, 2 * P);
+  EXPECT_DOUBLE_EQ(at(0).optimizer_states, 12 * P + 4 * 1e7);
+  EXPECT_DOUBLE_EQ(at(1).parameters, 2 * P);
+  EXPECT_DOUBLE_EQ(at(1).gradients, 2 * P + 2 * slice);
+  EXPECT_DOUBLE_EQ(at(1).optimizer_states, 12 * slice + 4 * 1e7);
+  EXPECT_DOUBLE_EQ(at(2).parameters, 2 * P);
+  EXPECT_DOUBLE_EQ(at(2).gradients, 2 * windows + 2 * slice);
+  EXPECT_DOUBLE_EQ(at(2).optimizer_states, 12 * slice + 4 * 1e7);
+  // Stage 3: the slice, one gathered block (no prefetch, no reuse), persistent tensors.
+  EXPECT_DOUBLE_EQ(at(3).parameters, 2 * (slice + 1e6 + 1e6));
+  EXPECT_DOUBLE_EQ(at(3).gradients, at(2).gradients);
+  EXPECT_DOUBLE_EQ(at(3).optimizer_states, at(2).optimizer_states);
+  for (int stage = 0; stage <= 3; ++stage) EXPECT_EQ(at(stage).comm_buffers, 0) << stage;
+  // A sub-group larger than the range: the range.
+  settings.sub_group_size = 1e9;
+  EXPECT_DOUBLE_EQ(at(0).optimizer_states, 12 * P + 4 * P);
+  EXPECT_DOUBLE_EQ(at(1).optimizer_states, 12 * slice + 4 * slice);
+  // Scratch while accumulating, in 2 bytes.
+  settings.gradient_accumulation_steps = 2;
+  EXPECT_DOUBLE_EQ(at(2).comm_buffers, 2 * 5e6);
+}
+
+TEST(ModelStates, ReductionsInAnotherDtypeStageEveryBucket) {
+  auto shape = blocks(1e8, 1e6);
+  shape.tied = 2e6;
+  const double P = 1e8, slice = P / 4;
+  auto settings = sixteen_bit(4);  // fp16 gradients reduced in fp32
+  auto comm = [&](int stage, double ranks = 4) {
+    return model_states(shape, {stage}, ranks, settings).comm_buffers;
+  };
+  // Without overlap_comm one bucket at a time: its staging copy and the part received.
+  EXPECT_DOUBLE_EQ(comm(0), 4 * 5e6);  // stage 0 all-reduces: nothing is received apart
+  EXPECT_EQ(comm(0, 1), 0);            // one rank reduces nothing
+  EXPECT_DOUBLE_EQ(comm(1), 4 * (5e6 + 5e6));
+  EXPECT_DOUBLE_EQ(comm(2), 4 * (5e6 + 5e6));
+  EXPECT_DOUBLE_EQ(comm(3), 4 * (5e6 + 5e6));
+  EXPECT_DOUBLE_EQ(comm(2, 1), 4 * (5e6 + 5e6));  // one rank still converts and "reduces"
+  // The received part is at most the slice.
+  EXPECT_DOUBLE_EQ(comm(2, 40), 4 * (5e6 + P / 40));
+  // Buckets below the tied gradient's size cut it too.
+  settings.reduce_bucket_size = 1e5;
+  EXPECT_DOUBLE_EQ(comm(2), 4 * (1e5 + 1e5));
+  settings.reduce_bucket_size = 5e6;
+  // overlap_comm: stage 1 completes nothing before backward ends; stages 2-3 keep the buckets
+  // of two windows and the tied gradient in flight.
+  settings.overlap_comm = true;
+  EXPECT_DOUBLE_EQ(comm(1), 4 * (P + slice));
+  EXPECT_DOUBLE_EQ(comm(2), 4 * (2 * 5e6 + 2e6 + 12e6));
+  EXPECT_DOUBLE_EQ(comm(3), 4 * (2 * 5e6 + 2e6 + 12e6));
+  // A window per bucket: all of it in flight.
+  settings.contiguous_gradients = false;
+  EXPECT_DOUBLE_EQ(comm(2), 4 * (P + slice));
+  settings.contiguous_gradients = true;
+  // All-reduce in place of reduce-scatter: the staging copies only.
+  settings.reduce_scatter = false;
+  EXPECT_DOUBLE_EQ(comm(2), 4 * (2 * 5e6 + 2e6));
+  // Gradient accumulation adds nothing: the received part goes through scratch anyway.
+  settings.reduce_scatter = true;
+  settings.gradient_accumulation_steps = 8;
+  EXPECT_DOUBLE_EQ(comm(2), 4 * (2 * 5e6 + 2e6 + 12e6));
+  // Model states other than the buffers are those of 16-bit reductions.
+  const auto staged = model_states(shape, {2}, 4, settings);
+  auto unstaged = settings;
+  unstaged.precision.communication_bytes = 2;
+  const auto plain = model_states(shape, {2}, 4, unstaged);
+  EXPECT_DOUBLE_EQ(staged.gradients, plain.gradients);
+  EXPECT_DOUBLE_EQ(staged.optimizer_states, plain.optimizer_states);
+}
+
+TEST(ModelStates, Fp32TrainingWithSixteenBitReductions) {
+  // communication_data_type fp16 with fp32 training: staged in 2 bytes, no master copy.
+  const auto shape = blocks(1e8, 1e6);
+  PlanSettings settings;
+  settings.reduce_bucket_size = 5e6;
+  settings.overlap_comm = false;
+  settings.precision.communication_bytes = 2;
+  const auto states = model_states(shape, {2}, 4, settings);
+  EXPECT_DOUBLE_EQ(states.parameters, 4e8);
+  EXPECT_DOUBLE_EQ(states.gradients, 4 * (5e6 + 2.5e7));
+  EXPECT_DOUBLE_EQ(states.optimizer_states, 8 * 2.5e7);
+  EXPECT_DOUBLE_EQ(states.comm_buffers, 2 * (5e6 + 5e6));
+}
+
 // ---- the footprint and the verdict
 
 RunDescription small_run() {
@@ -118,6 +223,17 @@ RunDescription small_run() {
   run.seq_len = 64;
   run.data_bytes = 4 * kMiB;
   return run;
+}
+
+TEST(RunFootprint, FollowsTheRunsPrecision) {
+  auto run = small_run();
+  run.settings.precision = mixed_precision();
+  const auto footprint = run_footprint(run);
+  // Stage 0, 3e4 parameters: 2 + 2 + 12 bytes each and the fp32 unscaled gradients.
+  EXPECT_DOUBLE_EQ(footprint.parameters, 2 * 3e4);
+  EXPECT_DOUBLE_EQ(footprint.gradients, 2 * 3e4);
+  EXPECT_DOUBLE_EQ(footprint.optimizer_states, 12 * 3e4 + 4 * 3e4);
+  EXPECT_EQ(footprint.comm_buffers, 0);
 }
 
 TEST(RunFootprint, AddsEveryCategoryOnAHostOnlyRun) {

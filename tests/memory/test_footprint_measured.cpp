@@ -2,13 +2,15 @@
 // The run footprint (memory/footprint.hpp) against the memory tracker of real training steps:
 // a small model at stages 0-3 on 1, 2 and 4 ranks, with the settings `zerotrain plan`
 // recommends, DeepSpeed's defaults, and settings that exercise every rule (buckets below a
-// layer, a window per bucket, gradient accumulation, partial reuse, a max_live cap).
+// layer, a window per bucket, gradient accumulation, partial reuse, a max_live cap), in fp32,
+// fp16 and bf16, with gradients reduced in the training dtype and in another one (staged).
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <fstream>
 #include <random>
 #include <string>
+#include <tuple>
 
 #include "comm/communicator.hpp"
 #include "io/sampler.hpp"
@@ -77,8 +79,47 @@ std::vector<Variant> variants() {
   return list;
 }
 
-zt::zero::EngineSettings engine_settings(int stage, const zt::memory::PlanSettings& plan) {
+using zt::backend::DType;
+
+// A training dtype, a communication_data_type and whether gradients accumulate in fp32 at
+// stages 0-1 (data_types.grad_accum_dtype; the engine accumulates in the training dtype from
+// stage 2 on), as the engine takes them.
+struct Dtypes {
+  DType training;
+  DType communication;
+  bool fp32_accumulation = false;
+};
+
+// DeepSpeed's grad_accum_dtype when it is unset: the training dtype under ZeRO, fp32 for bf16
+// without it.
+DType accumulation_dtype(const Dtypes& dtypes, int stage) {
+  if (stage < 2 && dtypes.fp32_accumulation) return DType::F32;
+  return dtypes.training == DType::BF16 && stage == 0 ? DType::F32 : dtypes.training;
+}
+
+std::string dtypes_name(const Dtypes& dtypes) {
+  return std::string(zt::kernels::dtype_name(dtypes.training)) + "_reduced_in_" +
+         zt::kernels::dtype_name(dtypes.communication) +
+         (dtypes.fp32_accumulation ? "_accumulated_in_fp32" : "");
+}
+
+// What the application derives from the config's fp16/bf16, communication_data_type and
+// data_types.grad_accum_dtype.
+zt::memory::Precision precision_of(const Dtypes& dtypes, int stage) {
+  zt::memory::Precision precision;
+  precision.training_bytes = zt::kernels::size_of(dtypes.training);
+  precision.communication_bytes = zt::kernels::size_of(dtypes.communication);
+  precision.master_copy = dtypes.training != DType::F32;
+  precision.accumulation_bytes = zt::kernels::size_of(accumulation_dtype(dtypes, stage));
+  return precision;
+}
+
+zt::zero::EngineSettings engine_settings(int stage, const zt::memory::PlanSettings& plan,
+                                         const Dtypes& dtypes) {
   zt::zero::EngineSettings settings;
+  settings.dtype = dtypes.training;
+  settings.communication_dtype = dtypes.communication;
+  settings.gradient_accumulation_dtype = accumulation_dtype(dtypes, stage);
   settings.stage = stage;
   settings.micro_batch = kMicroBatch;
   settings.seq_len = kSeqLen;
@@ -92,6 +133,7 @@ zt::zero::EngineSettings engine_settings(int stage, const zt::memory::PlanSettin
   settings.param_persistence_threshold = static_cast<std::int64_t>(plan.persistence_threshold);
   settings.max_live_parameters = static_cast<std::int64_t>(plan.max_live_parameters);
   settings.max_reuse_distance = static_cast<std::int64_t>(plan.max_reuse_distance);
+  settings.sub_group_size = static_cast<std::int64_t>(plan.sub_group_size);
   settings.optimizer.lr = 1e-3;
   settings.seed = 7;
   return settings;
@@ -121,7 +163,7 @@ Measured train_and_measure(zt::comm::Communicator& comm, const zt::zero::EngineS
   for (auto& token : stream) token = static_cast<std::int32_t>(generator() % config.vocab_size);
   const zt::io::InMemoryTokens tokens(stream, config.vocab_size);
   const int accumulation = settings.gradient_accumulation_steps;
-  zt::model::Gpt model(config, kMicroBatch, kSeqLen);
+  zt::model::Gpt model(config, kMicroBatch, kSeqLen, settings.dtype);
   zt::zero::Engine engine(model, comm, settings);
   zt::io::SamplerConfig sampler_config{kSeqLen,
                                        kMicroBatch * accumulation * comm.size(),
@@ -151,22 +193,34 @@ void expect_close(double predicted, double measured, const std::string& what) {
       << what << ": predicted " << predicted << ", measured " << measured;
 }
 
-class FootprintMeasured : public ::testing::TestWithParam<int> {};
+class FootprintMeasured : public ::testing::TestWithParam<std::tuple<int, Dtypes>> {};
 
 TEST_P(FootprintMeasured, ModelStatesAndActivationsMatchTheTracker) {
-  const int stage = GetParam();
+  const int stage = std::get<0>(GetParam());
+  const Dtypes dtypes = std::get<1>(GetParam());
   auto world = zt::comm::make_mpi_communicator(MPI_COMM_WORLD);
-  for (const auto& variant : variants()) {
+  auto all = variants();
+  if (dtypes.training != DType::F32) {
+    // The unscaled fp32 gradients in sub-groups smaller than a rank's range.
+    auto pieces = all.front();
+    pieces.name = "sub_groups";
+    pieces.settings.sub_group_size = 5000;
+    all.push_back(pieces);
+  }
+  for (const auto& variant : all) {
     SCOPED_TRACE(std::string(variant.name) + ", stage " + std::to_string(stage) + ", " +
-                 std::to_string(world->size()) + " ranks");
-    const Measured measured = train_and_measure(*world, engine_settings(stage, variant.settings));
+                 dtypes_name(dtypes) + ", " + std::to_string(world->size()) + " ranks");
+    const Measured measured =
+        train_and_measure(*world, engine_settings(stage, variant.settings, dtypes));
 
     zt::memory::RunDescription run;
-    run.model = zt::model::Gpt::memory_shape(small_model(), kMicroBatch, kSeqLen,
-                                             variant.settings.persistence_threshold);
+    run.model =
+        zt::model::Gpt::memory_shape(small_model(), kMicroBatch, kSeqLen,
+                                     variant.settings.persistence_threshold, dtypes.training);
     run.placement.stage = stage;
     run.ranks = world->size();
     run.settings = variant.settings;
+    run.settings.precision = precision_of(dtypes, stage);
     run.micro_batch = kMicroBatch;
     run.seq_len = kSeqLen;
     const auto footprint = zt::memory::run_footprint(run);
@@ -181,7 +235,19 @@ TEST_P(FootprintMeasured, ModelStatesAndActivationsMatchTheTracker) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Stage, FootprintMeasured, ::testing::Values(0, 1, 2, 3));
+INSTANTIATE_TEST_SUITE_P(
+    StageAndPrecision, FootprintMeasured,
+    ::testing::Combine(
+        ::testing::Values(0, 1, 2, 3),
+        ::testing::Values(Dtypes{DType::F32, DType::F32}, Dtypes{DType::F16, DType::F16},
+                          Dtypes{DType::F16, DType::F32}, Dtypes{DType::BF16, DType::BF16},
+                          Dtypes{DType::BF16, DType::F32}, Dtypes{DType::F32, DType::BF16},
+                          Dtypes{DType::F16, DType::F16, true},
+                          Dtypes{DType::BF16, DType::F32, true})),
+    [](const ::testing::TestParamInfo<FootprintMeasured::ParamType>& info) {
+      return "stage" + std::to_string(std::get<0>(info.param)) + "_" +
+             dtypes_name(std::get<1>(info.param));
+    });
 
 double resident_bytes() {
   std::ifstream status("/proc/self/status");

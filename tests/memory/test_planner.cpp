@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// The planner's arithmetic: fp32 model states per stage and offload, the order of the
-// combinations, and the choice of the fastest that fits.
+// The planner's arithmetic: model states per stage and offload in fp32 and in 16 bits, the
+// order of the combinations, and the choice of the fastest that fits.
 #include <gtest/gtest.h>
 
 #include "memory/planner.hpp"
@@ -66,6 +66,102 @@ TEST(Planner, ModelStatesFollowTheEngine) {
   // Traffic: 2 Psi (N-1)/N, stage 3 3 Psi (N-1)/N, 4 bytes each.
   EXPECT_DOUBLE_EQ(rows[2].network_bytes, 2 * 4 * P * 7 / 8);
   EXPECT_DOUBLE_EQ(rows[4].network_bytes, 3 * 4 * P * 7 / 8);
+}
+
+zt::memory::PlanSettings in_precision(const zt::memory::ModelShape& shape,
+                                      const zt::memory::Precision& precision) {
+  auto settings = zt::memory::plan_settings(shape);
+  settings.precision = precision;
+  return settings;
+}
+
+TEST(Planner, SixteenBitModelStatesFollowTheEngine) {
+  const double P = 8e8, layer = 1e7;
+  const auto shape = counts(P, layer);
+  const auto rows = zt::memory::make_plan(shape, machine(8, 1, 80, 512),
+                                          in_precision(shape, zt::memory::mixed_precision()));
+  const double slice = P / 8;
+  const double windows = 2 * layer;  // two landing windows of a layer (overlap_comm)
+  // Stage 0: 2 + 2 + 12 bytes per parameter, and the optimizer's one sub-group (1e9 elements:
+  // all of the model) of fp32 unscaled gradients.
+  EXPECT_DOUBLE_EQ(rows[0].gpu_parameters, 2 * P);
+  EXPECT_DOUBLE_EQ(rows[0].gpu_gradients, 2 * P);
+  EXPECT_DOUBLE_EQ(rows[0].gpu_optimizer_states, 12 * P + 4 * P);
+  // Stage 1: the gradient slice besides the whole gradient; a sub-group of the slice.
+  EXPECT_DOUBLE_EQ(rows[1].gpu_parameters, 2 * P);
+  EXPECT_DOUBLE_EQ(rows[1].gpu_gradients, 2 * P + 2 * slice);
+  EXPECT_DOUBLE_EQ(rows[1].gpu_optimizer_states, 12 * slice + 4 * slice);
+  // Stages 2-3: windows and slice in 2 bytes.
+  EXPECT_DOUBLE_EQ(rows[2].gpu_parameters, 2 * P);
+  EXPECT_DOUBLE_EQ(rows[2].gpu_gradients, 2 * windows + 2 * slice);
+  EXPECT_DOUBLE_EQ(rows[2].gpu_optimizer_states, 12 * slice + 4 * slice);
+  EXPECT_DOUBLE_EQ(rows[4].gpu_parameters, 2 * slice + 2 * 2 * layer);  // two gathered layers
+  EXPECT_DOUBLE_EQ(rows[4].gpu_gradients, 2 * windows + 2 * slice);
+  EXPECT_DOUBLE_EQ(rows[4].gpu_optimizer_states, 12 * slice + 4 * slice);
+  // Reductions in the training dtype need no buffers without gradient accumulation.
+  for (const auto& row : rows) EXPECT_EQ(row.gpu_comm_buffers, 0) << row.name();
+  // Offloaded optimizer: master copy, fp32 gradients and moments on the CPU, the unscaled
+  // sub-group with them; offloaded 16-bit parameters add 2 bytes (DeepSpeed's 18 per
+  // parameter).
+  EXPECT_DOUBLE_EQ(rows[5].cpu_per_node, 8 * 16 * slice);
+  EXPECT_DOUBLE_EQ(rows[5].gpu_gradients, 2 * windows);
+  EXPECT_EQ(rows[5].gpu_optimizer_states, 0);
+  EXPECT_DOUBLE_EQ(rows[6].cpu_per_node, 8 * 18 * slice);
+  EXPECT_DOUBLE_EQ(rows[6].gpu_parameters, 2 * 2 * layer);
+  EXPECT_DOUBLE_EQ(rows[8].nvme_per_node, 8 * (12 + 4 + 2) * slice);
+  // Traffic in 2 bytes: 2 Psi (N-1)/N, stage 3 3 Psi (N-1)/N.
+  EXPECT_DOUBLE_EQ(rows[0].network_bytes, 2 * 2 * P * 7 / 8);
+  EXPECT_DOUBLE_EQ(rows[2].network_bytes, 2 * 2 * P * 7 / 8);
+  EXPECT_DOUBLE_EQ(rows[4].network_bytes, 3 * 2 * P * 7 / 8);
+  EXPECT_DOUBLE_EQ(rows[5].offload_bytes, 2 * 2 * slice);  // gradients out, parameters back
+}
+
+TEST(Planner, ReductionsInAnotherDtypeStageTheirBuckets) {
+  // fp16 training, gradients reduced in fp32: a staging copy of each bucket in flight and the
+  // received part of it, 4 bytes each; gradients move in 4 bytes, parameters in 2.
+  const double P = 8e8, layer = 1e7;
+  const auto shape = counts(P, layer);
+  const auto rows = zt::memory::make_plan(shape, machine(8, 1, 80, 512),
+                                          in_precision(shape, zt::memory::mixed_precision(4)));
+  const double slice = P / 8;
+  // Stage 0: one bucket (of a layer) at a time.
+  EXPECT_DOUBLE_EQ(rows[0].gpu_comm_buffers, 4 * layer);
+  // Stage 1 with overlap_comm: nothing completes before backward ends.
+  EXPECT_DOUBLE_EQ(rows[1].gpu_comm_buffers, 4 * (P + slice));
+  // Stages 2-3: the buckets of both windows.
+  EXPECT_DOUBLE_EQ(rows[2].gpu_comm_buffers, 4 * (2 * layer + 2 * layer));
+  EXPECT_DOUBLE_EQ(rows[4].gpu_comm_buffers, 4 * (2 * layer + 2 * layer));
+  // The rest is as with 16-bit reductions.
+  EXPECT_DOUBLE_EQ(rows[2].gpu_model_states(),
+                   2 * P + 2 * 2 * layer + 2 * slice + 12 * slice + 4 * slice);
+  EXPECT_DOUBLE_EQ(rows[0].network_bytes, 2 * 4 * P * 7 / 8);
+  EXPECT_DOUBLE_EQ(rows[2].network_bytes, (4 + 2) * P * 7 / 8);
+  EXPECT_DOUBLE_EQ(rows[4].network_bytes, (4 + 2 * 2) * P * 7 / 8);
+  // Staged buffers count towards what must fit on a GPU.
+  const double stage1_need = rows[1].gpu_model_states() + rows[1].gpu_comm_buffers;
+  const auto tight = machine(8, 1, (stage1_need - 1) / 0.9 / (1ull << 30), 512);
+  const auto tight_rows =
+      zt::memory::make_plan(shape, tight, in_precision(shape, zt::memory::mixed_precision(4)));
+  EXPECT_FALSE(tight_rows[1].fits);
+  EXPECT_EQ(tight_rows[1].limit, "GPU");
+}
+
+TEST(Planner, SaysBytesPerParameter) {
+  EXPECT_EQ(zt::memory::bytes_per_parameter_text({}), "4 + 4 + 8 bytes per parameter");
+  EXPECT_EQ(zt::memory::bytes_per_parameter_text(zt::memory::mixed_precision()),
+            "2 + 2 + 12 bytes per parameter");
+}
+
+TEST(Planner, SixteenBitsFitAnEarlierStage) {
+  // 1e9 parameters on 8 GPUs of 8 GiB (7.7 GB usable): fp32 stage 1 needs 9.5 GB, so stage 2;
+  // bf16 stage 1 needs 2 + 2 + 0.25 + 0.5 (the unscaled sub-group) + 1.5 GB.
+  const auto shape = counts(1e9, 1e7);
+  const auto m = machine(8, 1, 8, 256);
+  EXPECT_EQ(recommended(shape, m), "stage 2");
+  const auto rows =
+      zt::memory::make_plan(shape, m, in_precision(shape, zt::memory::mixed_precision()));
+  EXPECT_EQ(rows[static_cast<std::size_t>(zt::memory::fastest_fitting(rows))].name(), "stage 1");
+  EXPECT_DOUBLE_EQ(rows[1].gpu_model_states(), 2e9 + 2e9 + 6 * 1.25e8 + 12 * 1.25e8);
 }
 
 TEST(Planner, RecommendsTheFastestThatFits) {

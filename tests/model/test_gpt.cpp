@@ -36,14 +36,19 @@ constexpr int kB = 2, kT = 5;
 // Owns parameter and gradient storage the way the ZeRO engine would (one vector per tensor).
 struct Weights {
   std::vector<std::vector<float>> values, grads;
+  // The engine's buffers are at the compute place; so are these (the host backend's "device").
   ParamTable params() const {
     ParamTable t;
-    for (const auto& v : values) t.push_back(v.data());
+    for (const auto& v : values)
+      t.emplace_back(v.data(), static_cast<std::int64_t>(v.size()), zt::backend::DType::F32,
+                     zt::memory::Place::Device);
     return t;
   }
   GradTable grad_table() {
     GradTable t;
-    for (auto& g : grads) t.push_back(g.data());
+    for (auto& g : grads)
+      t.push_back(zt::backend::View{g.data(), static_cast<std::int64_t>(g.size()),
+                                    zt::backend::DType::F32, zt::memory::Place::Device});
     return t;
   }
   void zero_grads() {
@@ -161,7 +166,7 @@ TEST(Gpt, MatchesNumpyReferenceLossLogitsAndGradients) {
   double max_logit = 0;
   for (double v : kReferenceLogits) max_logit = std::max(max_logit, std::abs(v));
   for (int i = 0; i < n_logits; ++i)
-    ASSERT_NEAR(model.logits()[i], kReferenceLogits[i],
+    ASSERT_NEAR(model.logits().as<float>()[i], kReferenceLogits[i],
                 1e-5 * std::max(std::abs(kReferenceLogits[i]), max_logit))
         << "logit " << i;
   model.backward(w.params(), w.grad_table(), 1.0f);
@@ -263,11 +268,14 @@ struct GatheringHooks : zt::model::LayerHooks {
   std::vector<std::vector<float>> gathered;
   const std::vector<std::vector<float>>* source;
   void before_forward(int layer) override {
-    for (int p : model->parameters_of_layer(layer)) (*table)[p] = gathered[p].data();
+    for (int p : model->parameters_of_layer(layer))
+      (*table)[p] =
+          zt::backend::ConstView{gathered[p].data(), static_cast<std::int64_t>(gathered[p].size()),
+                                 zt::backend::DType::F32, zt::memory::Place::Device};
   }
   void after_forward(int layer) override {
     for (int p : model->parameters_of_layer(layer))
-      if (p != 0) (*table)[p] = nullptr;  // released (wte is shared by layers 0 and L+1)
+      if (p != 0) (*table)[p] = {};  // released (wte is shared by layers 0 and L+1)
   }
 };
 
@@ -277,7 +285,7 @@ TEST(Gpt, ParametersAreReadOnlyAfterTheLayersHook) {
   std::vector<std::int32_t> inputs, targets;
   reference_tokens(inputs, targets);
   const float expected = model.forward(w.params(), inputs.data(), targets.data(), kB, kT);
-  ParamTable table(w.values.size(), nullptr);
+  ParamTable table(w.values.size());
   GatheringHooks hooks;
   hooks.table = &table;
   hooks.model = &model;
@@ -297,19 +305,22 @@ TEST(Gpt, ActivationBytesIsWhatTheModelAllocates) {
   // The planner predicts activation memory with Gpt::activation_bytes; it must equal what the
   // tracker counts when the model is built.
   auto& tracker = zt::memory::Tracker::instance();
-  for (const auto& [B, T] : {std::pair<int, int>{1, 8}, {3, 16}, {2, 5}}) {
-    zt::model::GptConfig config;
-    config.vocab_size = 29;
-    config.n_positions = 16;
-    config.n_embd = 24;
-    config.n_layer = 3;
-    config.n_head = 3;
-    const auto before =
-        tracker.usage(zt::memory::Place::Device, zt::memory::Kind::Activations).current;
-    zt::model::Gpt model(config, B, T);
-    const auto allocated =
-        tracker.usage(zt::memory::Place::Device, zt::memory::Kind::Activations).current - before;
-    EXPECT_EQ(static_cast<double>(allocated), zt::model::Gpt::activation_bytes(config, B, T))
-        << B << " x " << T;
-  }
+  for (const auto dtype :
+       {zt::backend::DType::F32, zt::backend::DType::BF16, zt::backend::DType::F16})
+    for (const auto& [B, T] : {std::pair<int, int>{1, 8}, {3, 16}, {2, 5}}) {
+      zt::model::GptConfig config;
+      config.vocab_size = 29;
+      config.n_positions = 16;
+      config.n_embd = 24;
+      config.n_layer = 3;
+      config.n_head = 3;
+      const auto before =
+          tracker.usage(zt::memory::Place::Device, zt::memory::Kind::Activations).current;
+      zt::model::Gpt model(config, B, T, dtype);
+      const auto allocated =
+          tracker.usage(zt::memory::Place::Device, zt::memory::Kind::Activations).current - before;
+      EXPECT_EQ(static_cast<double>(allocated),
+                zt::model::Gpt::activation_bytes(config, B, T, dtype))
+          << B << " x " << T << " in " << zt::kernels::dtype_name(dtype);
+    }
 }
