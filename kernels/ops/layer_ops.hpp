@@ -94,10 +94,7 @@ ZT_HOST_DEVICE inline float fast_tanh(float x) {
 constexpr int kReductionLanes = 8;
 
 // ---- storage loads and stores ----------------------------------------------------------------
-// load and store<T> are to_float and from_float<T> of dtype.hpp, the same functions bit for bit
-// (tests/kernels/test_dtype.cpp compares them exhaustively), written with selects instead of
-// early returns: GCC keeps loops over dtype.hpp's branchy fp16 conversions scalar, which made
-// fp16 ops 5-20x slower than fp32 (GPT-2 small shapes, 2 cores); these vectorise.
+// The op bodies' names for dtype.hpp's conversions (which are written to vectorise).
 
 ZT_HOST_DEVICE inline float load(float value) {
   return value;
@@ -106,44 +103,12 @@ ZT_HOST_DEVICE inline float load(bf16 value) {
   return to_float(value);
 }
 ZT_HOST_DEVICE inline float load(fp16 value) {
-  const std::uint32_t h = value.bits;
-  const std::uint32_t shifted = (h & 0x7fffu) << 13;  // exponent and mantissa in fp32 places
-  const std::uint32_t exponent = shifted & 0x0f800000u;
-  const std::uint32_t normal = shifted + ((127u - 15u) << 23);
-  const std::uint32_t inf_nan = normal + ((128u - 16u) << 23);
-  // subnormal (and zero): 2^-14 * (1 + m / 2^10) - 2^-14 = m * 2^-24, exact in fp32
-  const float subnormal = detail::bits_float(normal + (1u << 23)) - detail::bits_float(113u << 23);
-  std::uint32_t magnitude = exponent == 0x0f800000u ? inf_nan : normal;
-  magnitude = exponent == 0 ? detail::float_bits(subnormal) : magnitude;
-  return detail::bits_float(magnitude | ((h & 0x8000u) << 16));
+  return to_float(value);
 }
 
 template <class T>
-ZT_HOST_DEVICE inline T store(float value);
-template <>
-ZT_HOST_DEVICE inline float store<float>(float value) {
-  return value;
-}
-template <>
-ZT_HOST_DEVICE inline bf16 store<bf16>(float value) {
-  const std::uint32_t bits = detail::float_bits(value);
-  const std::uint32_t quiet_nan = (bits >> 16) | 0x0040u;
-  const std::uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
-  return bf16{static_cast<std::uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? quiet_nan : rounded)};
-}
-template <>
-ZT_HOST_DEVICE inline fp16 store<fp16>(float value) {
-  const std::uint32_t bits = detail::float_bits(value);
-  const std::uint32_t sign = (bits >> 16) & 0x8000u;
-  const std::uint32_t magnitude = bits & 0x7fffffffu;
-  // every candidate is computed and one selected; the unused ones may wrap or be inf, harmlessly
-  const std::uint32_t subnormal =
-      detail::float_bits(detail::bits_float(magnitude) + 0.5f) - 0x3f000000u;
-  const std::uint32_t normal = (magnitude - 0x38000000u + 0xfffu + ((magnitude >> 13) & 1u)) >> 13;
-  std::uint32_t result = magnitude < 0x38800000u ? subnormal : normal;
-  result = magnitude >= 0x477ff000u ? 0x7c00u : result;
-  result = magnitude > 0x7f800000u ? 0x7e00u : result;
-  return fp16{static_cast<std::uint16_t>(sign | result)};
+ZT_HOST_DEVICE inline T store(float value) {
+  return from_float<T>(value);
 }
 
 /// Channels processed per pass of a column body: the float partial sums of one pass live in

@@ -49,23 +49,9 @@ struct Format<bf16> {
   static constexpr std::uint16_t quiet_nan = 0x7fc0;
 };
 
-/// fp16 to float, the same bits as kernels::to_float(fp16) for all 65536 inputs (the tests
-/// check every one). That function returns from three branches, which GCC does not if-convert,
-/// so a loop over it stays scalar; here every case is computed and one is selected.
+// dtype.hpp's conversions are branch-free, so the portable loops over them vectorise.
 inline float widen(fp16 value) {
-  const std::uint32_t magnitude = static_cast<std::uint32_t>(value.bits & 0x7fffu) << 13;
-  const std::uint32_t exponent = magnitude & 0x0f800000u;
-  // Normal: rebias the exponent from 15 to 127.
-  const float normal = bits_float(magnitude + 0x38000000u);
-  // inf/NaN: exponent 31 becomes 255, the mantissa (NaN payload) stays.
-  const float special = bits_float(magnitude + 0x70000000u);
-  // Subnormal m * 2^-24 as the normal 2^-14 * (1 + m/1024) minus 2^-14: exact (Sterbenz), and
-  // no operand is an fp32 subnormal, which some CPUs handle in microcode.
-  const float subnormal = bits_float(magnitude + 0x38800000u) - bits_float(0x38800000u);
-  const float unsigned_value =
-      exponent == 0x0f800000u ? special : (exponent == 0 ? subnormal : normal);
-  return bits_float(float_bits(unsigned_value) |
-                    (static_cast<std::uint32_t>(value.bits & 0x8000u) << 16));
+  return kernels::to_float(value);
 }
 
 inline float widen(bf16 value) {
