@@ -7,7 +7,6 @@ the messages that say so.
 
 Run by ctest: test_hardening.py --zerotrain PATH --mpiexec PATH TestCase.test_name
 """
-import argparse
 import json
 import os
 import signal
@@ -528,14 +527,5 @@ class OutputLock(Checks):
                                     "16,%s" % rows[2].split(",")[1]])
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--zerotrain", required=True)
-    parser.add_argument("--mpiexec", required=True)
-    args, rest = parser.parse_known_args()
-    e2e.ZEROTRAIN, e2e.MPIEXEC = os.path.abspath(args.zerotrain), args.mpiexec
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
-
-
 if __name__ == "__main__":
-    main()
+    e2e.main()  # parses --zerotrain/--mpiexec into e2e and runs this script's tests

@@ -3,7 +3,6 @@
 """End-to-end tests of 16-bit training: fp16 with DeepSpeed's loss scaler, bf16,
 communication_data_type, what the tracker counts, and the overflow paths (skips, the minimum
 scale). Run by ctest like test_e2e.py (one ctest per test method)."""
-import argparse
 import json
 import os
 import struct
@@ -230,14 +229,5 @@ class Overflow(unittest.TestCase):
             self.assertIn("skipping step 2", result.stdout)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--zerotrain", required=True)
-    parser.add_argument("--mpiexec", required=True)
-    args, rest = parser.parse_known_args()
-    e2e.ZEROTRAIN, e2e.MPIEXEC = os.path.abspath(args.zerotrain), args.mpiexec
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
-
-
 if __name__ == "__main__":
-    main()
+    e2e.main()  # parses --zerotrain/--mpiexec into e2e and runs this script's tests
