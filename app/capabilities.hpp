@@ -13,8 +13,10 @@ namespace zt::app {
 
 /// Every setting of `config` this build cannot run yet, as "not supported yet: ..." lines.
 inline std::vector<std::string> unsupported_by_engine(const config::ResolvedConfig& config) {
-  // Every ZeRO stage trains in fp32, fp16 and bf16; what the engine cannot run yet (offload)
-  // the config reader already refuses with "not supported yet".
+  // Every ZeRO stage trains in fp32, fp16 and bf16, with the optimizer offloaded to CPU memory
+  // (stages 1-3) and the parameters too (stage 3). Where an offload device may be used, and the
+  // keys that only matter with another one, the config reader checks; NVMe offload it still
+  // refuses with "not supported yet".
   std::vector<std::string> problems;
   const auto& precision = config.precision;
   // The engine accumulates in the training dtype, or in fp32 at stages 0-1 (DeepSpeed's

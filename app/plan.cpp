@@ -39,12 +39,19 @@ double parse_size(const std::string& flag, const std::string& text) {
   }
 }
 
+// Only keys the config reader honours with the device: nvme_path is NVMe's alone (with "cpu"
+// it is refused, as DeepSpeed ignores it there).
 nlohmann::ordered_json offload_block(Offload device) {
   nlohmann::ordered_json block;
   block["device"] = memory::offload_name(device);
   if (device == Offload::Nvme) block["nvme_path"] = "/local_nvme";
   block["pin_memory"] = true;
   return block;
+}
+
+// NVMe offload is planned but not built; CPU offload runs.
+bool needs_nvme(const memory::PlanRow& row) {
+  return row.optimizer == Offload::Nvme || row.parameters == Offload::Nvme;
 }
 
 // The plan's settings are doubles; a config holds element counts as integers. Every count
@@ -400,9 +407,16 @@ int plan(const PlanOptions& options, const std::string& config_path,
                       {"gpu_bytes_per_parameter", per_parameter_text(row, shape.parameters)},
                       {"gpu_activations", row.gpu_activations},
                       {"cpu_per_node", row.cpu_per_node},
+                      {"cpu_per_gpu",
+                       {{"parameters", row.cpu_parameters},
+                        {"gradients", row.cpu_gradients},
+                        {"optimizer_states", row.cpu_optimizer_states},
+                        {"comm_buffers", row.cpu_comm_buffers}}},
                       {"nvme_per_node", row.nvme_per_node},
                       {"network_bytes_per_step", row.network_bytes},
                       {"offload_bytes_per_step", row.offload_bytes},
+                      {"bytes_to_host_per_step", row.bytes_to_host},
+                      {"bytes_to_device_per_step", row.bytes_to_device},
                       {"nvme_seconds_per_step", row.nvme_seconds},
                       {"fits", row.fits},
                       {"limit", row.limit},
@@ -426,13 +440,15 @@ int plan(const PlanOptions& options, const std::string& config_path,
     const auto& chosen = rows[static_cast<std::size_t>(best)];
     const auto config = config_for(chosen, settings, options.micro_batch, precision);
     std::printf("\nrecommended: %s%s\n", chosen.name().c_str(),
-                chosen.optimizer != Offload::None
-                    ? " (offload is planned; this build does not run it yet)"
-                    : "");
+                needs_nvme(chosen) ? " (offload is planned; this build does not run it yet)" : "");
     std::printf("  per node: %s of model states on its %d GPU%s, %s in CPU memory, %s on NVMe\n",
                 size_text(chosen.gpu_model_states() * machine.gpus_per_node).c_str(),
                 machine.gpus_per_node, machine.gpus_per_node == 1 ? "" : "s",
                 size_text(chosen.cpu_per_node).c_str(), size_text(chosen.nvme_per_node).c_str());
+    if (chosen.offload_bytes > 0)
+      std::printf("  offload copies per GPU and step: %s to CPU memory, %s back to the GPU\n",
+                  size_text(chosen.bytes_to_host).c_str(),
+                  size_text(chosen.bytes_to_device).c_str());
     if (chosen.nvme_seconds > 0)
       std::printf("  NVMe streaming: about %.2f s per step at the given bandwidth\n",
                   chosen.nvme_seconds);

@@ -357,6 +357,20 @@ void print_breakdown(const zero::PhaseTimes& times, std::int64_t steps_in_window
   print(line);
 }
 
+/// What lives in host memory and how the optimizer steps it.
+std::string offload_description(const zero::EngineReport& report) {
+  std::string text = "optimizer states, fp32 master weights and reduced gradients in host memory";
+  if (report.offload_parameters) text += ", parameter slices too";
+  text += concat(" (", report.host_memory, "); CPU optimizer steps ", report.host_sub_groups,
+                 " of ", report.sub_groups, " sub-groups");
+  if (report.host_sub_groups < report.sub_groups)
+    text += concat(" (offload_optimizer.ratio; DeepSpeed offloads whole sub-groups: ",
+                   format_count(static_cast<double>(report.host_elements)), " of ",
+                   format_count(static_cast<double>(report.slice_elements)),
+                   " elements; lower sub_group_size for a finer split)");
+  return text;
+}
+
 std::string zero_description(const zero::EngineReport& report, const config::ZeroConfig& zero) {
   std::string text = concat("stage ", report.stage, ": ");
   switch (report.stage) {
@@ -490,6 +504,11 @@ std::string check_memory(const RunInputs& run, const runtime::ProcessInfo& proce
       model::Gpt::memory_shape(run.model, cfg.train_micro_batch_size_per_gpu, run.seq_len,
                                static_cast<double>(cfg.zero.param_persistence_threshold), dtype);
   need.placement.stage = cfg.zero.stage;
+  // ZeRO-Offload to CPU memory: the footprint then counts what the engine keeps in host memory.
+  if (cfg.zero.offload_optimizer.device == config::OffloadDevice::kCpu)
+    need.placement.optimizer = memory::Offload::Cpu;
+  if (cfg.zero.offload_param.device == config::OffloadDevice::kCpu)
+    need.placement.parameters = memory::Offload::Cpu;
   need.ranks = process.world_size;
   auto& zero = need.settings;
   zero.precision.training_bytes = kernels::size_of(dtype);
@@ -507,11 +526,14 @@ std::string check_memory(const RunInputs& run, const runtime::ProcessInfo& proce
   zero.max_live_parameters = static_cast<double>(cfg.zero.max_live_parameters);
   zero.max_reuse_distance = static_cast<double>(cfg.zero.max_reuse_distance);
   zero.sub_group_size = static_cast<double>(cfg.zero.sub_group_size);
+  zero.offload_ratio = cfg.zero.offload_optimizer.ratio;
+  zero.parameter_buffer_count = static_cast<double>(cfg.zero.offload_param.buffer_count);
   need.micro_batch = static_cast<double>(cfg.train_micro_batch_size_per_gpu);
   need.seq_len = run.seq_len;
   need.data_bytes = synthetic ? io::SyntheticMarkovSource::bytes_needed(*synthetic) : 0;
-  // The per-step records the summary keeps: loss, bytes sent and received.
-  need.other_host_bytes = 24.0 * static_cast<double>(run.steps);
+  // The per-step records the summary keeps: loss, loss scale, skipped step, bytes sent and
+  // received, bytes copied to host memory and to the device.
+  need.other_host_bytes = 56.0 * static_cast<double>(run.steps);
   need.device_limit = device_limit;
   const auto verdict = memory::check_host_memory(memory::run_footprint(need), process.local_size,
                                                  memory::available_host_memory());
@@ -765,6 +787,20 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   settings.loss_scaler = to_loss_scaler_settings(cfg.precision.loss_scaler);
   settings.check_overflow = cfg.precision.check_grad_overflow;
   settings.inject_overflow_at_steps = injected_overflow_steps();
+  {
+    const auto& optimizer = cfg.zero.offload_optimizer;
+    const auto& parameters = cfg.zero.offload_param;
+    settings.offload.optimizer = optimizer.device == config::OffloadDevice::kCpu;
+    settings.offload.ratio = optimizer.ratio;
+    settings.offload.parameters = parameters.device == config::OffloadDevice::kCpu;
+    settings.offload.parameter_buffer_count = static_cast<int>(
+        std::min<std::int64_t>(parameters.buffer_count, std::numeric_limits<int>::max()));
+    settings.offload.parameter_buffer_size = parameters.buffer_size;
+    settings.offload.parameter_max_in_cpu = parameters.max_in_cpu;
+    // One allocator serves every offloaded buffer: pinned when either offload asks for it.
+    settings.offload.pin_memory = (settings.offload.optimizer && optimizer.pin_memory) ||
+                                  (settings.offload.parameters && parameters.pin_memory);
+  }
 
   io::SamplerConfig sampler_config;
   sampler_config.seq_len = run.seq_len;
@@ -837,6 +873,7 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
 
   zero::Engine engine(model, *comm, settings);
   print(concat("  zero         ", zero_description(engine.report(), cfg.zero)));
+  if (settings.offload.optimizer) print(concat("  offload      ", offload_description(engine.report())));
   CsvMonitor csv_monitor(process.rank == 0 ? cfg.csv_monitor : config::CsvMonitorConfig{},
                          run.output_dir);
   if (csv_monitor.enabled()) print(concat("  csv_monitor  ", csv_monitor.directory(), "/"));
@@ -855,6 +892,8 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   zero::PhaseTimes run_times;
   std::vector<std::int64_t> bytes_sent_per_step;
   std::vector<std::int64_t> bytes_received_per_step;
+  std::vector<std::int64_t> bytes_to_host_per_step;
+  std::vector<std::int64_t> bytes_to_device_per_step;
   std::vector<double> loss_scales;
   std::vector<std::int64_t> skipped_steps;
   for (std::int64_t step = 0; step < run.steps; ++step) {
@@ -876,6 +915,8 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
     run_times += last.phases;
     bytes_sent_per_step.push_back(last.bytes_sent);
     bytes_received_per_step.push_back(last.bytes_received);
+    bytes_to_host_per_step.push_back(last.bytes_to_host);
+    bytes_to_device_per_step.push_back(last.bytes_to_device);
     window_seconds += last.phases.total;
     ++window_steps;
     if (step > 0) seconds_after_first_step += last.phases.total;
@@ -931,6 +972,21 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   summary["peak_bytes"] = memory_to_json(memory);
   summary["zero"] = zero_report_to_json(engine.report(), settings, *comm, bytes_sent_per_step,
                                         bytes_received_per_step, run_times);
+  {
+    const auto report = engine.report();
+    nlohmann::json offload;
+    offload["optimizer"] = settings.offload.optimizer ? "cpu" : "none";
+    offload["parameters"] = settings.offload.parameters ? "cpu" : "none";
+    offload["host_memory"] = report.host_memory;
+    offload["host_sub_groups"] = report.host_sub_groups;
+    offload["sub_groups"] = report.sub_groups;
+    offload["host_elements"] = report.host_elements;
+    // This rank's copies between the device and host memory (gradients one way, parameters
+    // the other), per step.
+    offload["bytes_to_host_per_step"] = bytes_to_host_per_step;
+    offload["bytes_to_device_per_step"] = bytes_to_device_per_step;
+    summary["offload"] = offload;
+  }
   summary["precision"] = kernels::dtype_name(settings.dtype);
   summary["communication_data_type"] = kernels::dtype_name(settings.communication_dtype);
   summary["loss_scale"] = loss_scales;
@@ -961,6 +1017,18 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
     print(concat("  throughput   ", format_count(tokens_per_second), " tokens/s over ",
                  process.world_size, " ranks; ", run.steps, " steps in ",
                  runtime::format_duration(train_seconds)));
+    if (settings.offload.optimizer && !bytes_to_host_per_step.empty()) {
+      const auto mean = [](const std::vector<std::int64_t>& values) {
+        double sum = 0;
+        for (const auto value : values) sum += static_cast<double>(value);
+        return sum / static_cast<double>(values.size());
+      };
+      print(concat("  offload      rank 0 copies ",
+                   memory::format_bytes(static_cast<std::int64_t>(mean(bytes_to_host_per_step))),
+                   " to host memory and ",
+                   memory::format_bytes(static_cast<std::int64_t>(mean(bytes_to_device_per_step))),
+                   " to the device per step"));
+    }
     print("  peak memory per rank:");
     print(format_memory_table(memory));
     csv_monitor.close();

@@ -194,6 +194,13 @@ class Backend {
 
   // ---- copies between places (same dtype, same count), asynchronous
   virtual Event copy_async(ConstView src, View dst) = 0;
+  /// Bytes copy_async moved between the device and host memory since the backend was made:
+  /// offload's traffic, which the engine reports per step.
+  struct CopyTraffic {
+    std::int64_t device_to_host = 0;
+    std::int64_t host_to_device = 0;
+  };
+  virtual CopyTraffic copy_traffic() const = 0;
   /// Waits for everything this backend started.
   virtual void synchronize() = 0;
 };

@@ -4,6 +4,7 @@
 // are memcpys and events are born complete; what it adds over calling the launchers is the
 // checking a GPU would otherwise do by crashing: every view at the place the op expects, of
 // the dtype the op expects, and long enough for the shape.
+#include <atomic>
 #include <Kokkos_Core.hpp>
 #include <cmath>
 #include <cstring>
@@ -604,7 +605,18 @@ class HostBackend final : public Backend {
         check.fail(src.data == nullptr ? "src is null" : "dst is null");
     }
     copy_bytes(src.data, dst.data, src.bytes());
+    if (src.place == Place::Device && dst.place == Place::Host)
+      device_to_host_.fetch_add(src.bytes(), std::memory_order_relaxed);
+    else if (src.place == Place::Host && dst.place == Place::Device)
+      host_to_device_.fetch_add(src.bytes(), std::memory_order_relaxed);
     return Event();  // the copy is done: an empty event is complete
+  }
+
+  CopyTraffic copy_traffic() const override {
+    CopyTraffic traffic;
+    traffic.device_to_host = device_to_host_.load(std::memory_order_relaxed);
+    traffic.host_to_device = host_to_device_.load(std::memory_order_relaxed);
+    return traffic;
   }
 
   void synchronize() override {}  // every call above has finished when it returns
@@ -657,6 +669,8 @@ class HostBackend final : public Backend {
   }
 
   HostBackendOptions options_;
+  std::atomic<std::int64_t> device_to_host_{0};
+  std::atomic<std::int64_t> host_to_device_{0};
 };
 
 }  // namespace

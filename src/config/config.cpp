@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cmath>
 #include <fstream>
+#include <initializer_list>
 #include <map>
 #include <set>
 #include <sstream>
@@ -230,6 +231,9 @@ class Walker {
         doc_.error(spelled, "expected " + detail::describe_expected(spec) + ", got null");
         return;
       }
+      // A null section is given too: DeepSpeed refuses "offload_optimizer": null next to the
+      // deprecated cpu_offload.
+      if (!claim(canonical, spelled, Value::null(), true, spec.deprecated_alias)) return;
       doc_.sections.emplace(canonical, node);
       doc_.section_spelling.emplace(canonical, spelled);
       return;
@@ -276,9 +280,12 @@ class Walker {
     if (first.deprecated || deprecated) {
       const std::string& old_name = deprecated ? spelled : first.spelled_path;
       const std::string& new_name = deprecated ? first.spelled_path : spelled;
-      doc_.error(spelled, "cannot give the deprecated '" + old_name + "' together with '" +
-                              new_name + "' (DeepSpeed refuses this too); keep only '" + new_name +
-                              "'");
+      const auto last = [](const std::string& path) { return path.substr(path.rfind('.') + 1); };
+      // DeepSpeed's assertion, word for word, then what to do.
+      const std::string deepspeed = "Cannot provide deprecated parameter '" + last(old_name) +
+                                    "' and replacing parameter '" + last(new_name) + "' together";
+      doc_.error(spelled, deepspeed + " (DeepSpeed asserts this whatever the values); keep only '" +
+                              new_name + "'");
       return false;
     }
     if (first.is_section && is_section) return true;  // bf16 + bfloat16: compared key by key
@@ -672,14 +679,8 @@ class Resolver {
     for (const auto& [path, s] : doc_.settings) {
       const KeySpec* spec = s.spec;
       if (!spec || s.value.is_null()) continue;
-      if (spec->deprecated_alias && spec->kind == ValueKind::kBool) {
-        if (s.value.boolean) {
-          const std::string& target = spec->alias_of;
-          not_supported(s, " (deprecated form of " + target.substr(target.rfind('.') + 1) +
-                               ".device = \"cpu\")");
-        }
-        continue;
-      }
+      // cpu_offload / cpu_offload_param: applied in fill_zero, checked in check_offload.
+      if (spec->deprecated_alias && spec->kind == ValueKind::kBool) continue;
       switch (spec->support) {
         case Support::kDefaultOnly:
           if (!detail::same_value(s.value, detail::default_value(*spec))) {
@@ -819,6 +820,7 @@ class Resolver {
     c.log_level = get_string("log_level");
     c.zero_allow_untested_optimizer = get_bool("zero_allow_untested_optimizer");
     c.zero_force_ds_cpu_optimizer = get_bool("zero_force_ds_cpu_optimizer");
+    c.optimizer_from_trainer = optimizer_from_trainer_;
 
     // Optimizer.
     OptimizerConfig& o = c.optimizer;
@@ -1063,17 +1065,27 @@ class Resolver {
     z.ignore_unused_parameters = get_bool(p + "ignore_unused_parameters");
     z.round_robin_gradients = get_bool(p + "round_robin_gradients");
 
+    // DeepSpeed's deprecated booleans: true means a section {device: "cpu"} (false: None).
+    // Both with their section is refused when walking, so the section's keys are defaults here.
+    const auto apply_deprecated = [&](const std::string& alias, const std::string& section) {
+      const Setting* s = find(alias);
+      if (!s || s->value.is_null() || !s->value.boolean) return;
+      const std::string spelled = s->spelled_path;  // messages about the device name it
+      put(section + "device", Value::of_string("cpu"), Source::kDerived,
+          "deprecated " + spelled + ": true");
+      doc_.settings[section + "device"].spelled_path = spelled;
+    };
     const std::string op = p + "offload_param.";
+    apply_deprecated(p + "cpu_offload_param", op);
     z.offload_param.device = device_of(get_string(op + "device"));
-    if (get_bool(p + "cpu_offload_param")) z.offload_param.device = OffloadDevice::kCpu;
     z.offload_param.nvme_path = get_string(op + "nvme_path");
     z.offload_param.buffer_count = get_int(op + "buffer_count");
     z.offload_param.buffer_size = get_int(op + "buffer_size");
     z.offload_param.max_in_cpu = get_int(op + "max_in_cpu");
     z.offload_param.pin_memory = get_bool(op + "pin_memory");
     const std::string oo = p + "offload_optimizer.";
+    apply_deprecated(p + "cpu_offload", oo);
     z.offload_optimizer.device = device_of(get_string(oo + "device"));
-    if (get_bool(p + "cpu_offload")) z.offload_optimizer.device = OffloadDevice::kCpu;
     z.offload_optimizer.nvme_path = get_string(oo + "nvme_path");
     z.offload_optimizer.buffer_count = get_int(oo + "buffer_count");
     z.offload_optimizer.pin_memory = get_bool(oo + "pin_memory");
@@ -1081,6 +1093,13 @@ class Resolver {
     z.offload_optimizer.pipeline_write = get_bool(oo + "pipeline_write");
     z.offload_optimizer.fast_init = get_bool(oo + "fast_init");
     z.offload_optimizer.ratio = get_float(oo + "ratio");
+    if (is_set(p + "cpu_offload_use_pin_memory")) {
+      // DeepSpeed logs a deprecation warning and does not apply the value; neither does
+      // zerotrain, and the start-up print says so.
+      annotate(p + "cpu_offload_use_pin_memory",
+               "deprecated, not applied (DeepSpeed only warns): offload_optimizer.pin_memory and "
+               "offload_param.pin_memory decide");
+    }
   }
 
   // Rules DeepSpeed asserts that span several keys.
@@ -1132,6 +1151,7 @@ class Resolver {
       doc_.error("zero_optimization.offload_optimizer.ratio",
                  "Partial offloading only supported for ZeRO Stage 3.");
     }
+    check_offload();
     if ((c.zero.stage == 1 || c.zero.stage == 2) && c.zero.allgather_bucket_size % 2 != 0) {
       doc_.error("zero_optimization.allgather_bucket_size",
                  "must be a multiple of 2 at stage 1/2 (DeepSpeed asserts this), got " +
@@ -1141,6 +1161,101 @@ class Resolver {
       doc_.error("data_parallel_size", std::to_string(get_int("data_parallel_size")) +
                                            " but the world size is " + std::to_string(world_) +
                                            " (zerotrain is data-parallel only)");
+    }
+  }
+
+  static const char* device_text(OffloadDevice device) {
+    return device == OffloadDevice::kCpu ? "cpu" : device == OffloadDevice::kNvme ? "nvme" : "none";
+  }
+
+  // How a key is written in the file, for messages (the path itself when it is not written).
+  std::string spelled(const std::string& path) const {
+    const Setting* s = find(path);
+    return s && !s->spelled_path.empty() ? s->spelled_path : path;
+  }
+
+  // ZeRO-Offload (deepspeed-keys.md §5.1, deepspeed.md §1.4, §1.7): where each device may be
+  // used, the keys DeepSpeed reads only with another device, and the optimizer it needs.
+  void check_offload() {
+    const ZeroConfig& z = out_.zero;
+    const std::string p = "zero_optimization.";
+    const std::string op = p + "offload_param.", oo = p + "offload_optimizer.";
+    const OffloadDevice opt_device = z.offload_optimizer.device;
+    const OffloadDevice param_device = z.offload_param.device;
+    const std::string stage_text = std::to_string(z.stage);
+    if (opt_device != OffloadDevice::kNone && z.stage == 0) {
+      doc_.error(spelled(oo + "device"),
+                 std::string("offload to \"") + device_text(opt_device) +
+                     "\" needs ZeRO: DeepSpeed has no offload without ZeRO and "
+                     "zero_optimization.stage is 0; set the stage to 1, 2 or 3, or the device "
+                     "to \"none\"");
+    }
+    if (param_device != OffloadDevice::kNone && z.stage != 3) {
+      doc_.error(spelled(op + "device"),
+                 std::string("offload to \"") + device_text(param_device) +
+                     "\" needs ZeRO stage 3 and zero_optimization.stage is " + stage_text +
+                     ": DeepSpeed silently ignores offload_param below stage 3; set the stage "
+                     "to 3, or offload only the optimizer (offload_optimizer) at stage 1 or 2");
+    }
+    if (param_device == OffloadDevice::kCpu && z.offload_param.buffer_count == 0) {
+      doc_.error(spelled(op + "buffer_count"),
+                 "0 with offload_param.device \"cpu\": parameter offload needs at least one "
+                 "staging buffer");
+    }
+    // A key given in the file with a value other than DeepSpeed's default, where DeepSpeed does
+    // not read it: NVMe-only keys unless the device is nvme, every key while it is "none".
+    const auto refuse_unread = [&](const std::string& section, OffloadDevice device,
+                                   std::initializer_list<const char*> nvme_only,
+                                   std::initializer_list<const char*> others) {
+      const std::string name = section.substr(p.size(), section.size() - p.size() - 1);
+      const auto check = [&](const char* key, bool only_nvme) {
+        const Setting* s = find(section + key);
+        if (!s || s->source != Source::kFile || s->value.is_null() || !s->spec) return;
+        if (detail::same_value(s->value, detail::default_value(*s->spec))) return;
+        const std::string value = detail::to_text(s->value);
+        const std::string current = name + ".device is \"" + device_text(device) + "\"";
+        if (only_nvme) {
+          doc_.error(s->spelled_path, value + " has no effect: " + current +
+                                          " and DeepSpeed ignores " + key + " unless " + name +
+                                          ".device is \"nvme\"; drop it");
+        } else {
+          doc_.error(s->spelled_path, value + " has no effect: " + current +
+                                          " (DeepSpeed ignores it then); set the device to "
+                                          "\"cpu\" or drop it");
+        }
+      };
+      if (device != OffloadDevice::kNvme)
+        for (const char* key : nvme_only) check(key, true);
+      if (device == OffloadDevice::kNone)
+        for (const char* key : others) check(key, false);
+    };
+    refuse_unread(op, param_device, {"nvme_path"},
+                  {"buffer_count", "buffer_size", "max_in_cpu", "pin_memory"});
+    refuse_unread(oo, opt_device,
+                  {"nvme_path", "buffer_count", "pipeline_read", "pipeline_write", "fast_init"},
+                  {"pin_memory", "ratio"});
+    // DeepSpeed forces contiguous gradients with CPU offload at stage 1/2 (stage_1_and_2.py).
+    if (opt_device != OffloadDevice::kNone && (z.stage == 1 || z.stage == 2) &&
+        !z.contiguous_gradients && is_set(p + "contiguous_gradients")) {
+      doc_.error(spelled(p + "contiguous_gradients"),
+                 "false with offload_optimizer at stage " + stage_text +
+                     ": DeepSpeed silently forces contiguous_gradients true with optimizer "
+                     "offload at stage 1/2; drop it or set it true");
+    }
+    // engine.py _configure_optimizer: ZeRO-Offload with a client optimizer that is not
+    // DeepSpeedCPUAdam raises unless zero_force_ds_cpu_optimizer is false. Without an
+    // "optimizer" section the HF Trainer supplies its own AdamW (a client optimizer); with
+    // Adam/AdamW in the config DeepSpeed builds DeepSpeedCPUAdam itself.
+    if (opt_device != OffloadDevice::kNone && optimizer_from_trainer_ &&
+        out_.zero_force_ds_cpu_optimizer) {
+      doc_.error(spelled("zero_force_ds_cpu_optimizer"),
+                 "You are using ZeRO-Offload with a client provided optimizer (the HF "
+                 "Trainer's AdamW: the config has no \"optimizer\" section) which in most cases "
+                 "will yield poor performance. Please either set an optimizer in your ds-config "
+                 "(\"optimizer\": {\"type\": \"AdamW\", ...}, which DeepSpeed runs as "
+                 "DeepSpeedCPUAdam) or set <\"zero_force_ds_cpu_optimizer\": false> in your "
+                 "configuration file (DeepSpeed raises ZeRORuntimeException here; with false "
+                 "zerotrain steps the same AdamW on the CPU)");
     }
   }
 

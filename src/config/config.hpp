@@ -47,6 +47,14 @@
 //    deprecated bfloat16: DeepSpeed ignores bfloat16; here a bfloat16 key that would change
 //    anything (differs from bf16's value or default) is an error. bf16.immediate_grad_update is
 //    accepted with no effect (see its entry): DeepSpeed's ZeRO optimizers do not read it.
+//  - Offload (deepspeed-keys.md §5.1): device "cpu" for offload_optimizer at stages 1-3 and for
+//    offload_param at stage 3; elsewhere (where DeepSpeed has no offload or ignores it) refused
+//    by name; "nvme" is not supported yet. A key of an offload section written with a value
+//    other than DeepSpeed's default where DeepSpeed does not read it (the NVMe-only keys unless
+//    the device is nvme, every key while it is "none") is an error. The deprecated cpu_offload /
+//    cpu_offload_param: true set the device to "cpu"; cpu_offload_use_pin_memory is not applied
+//    (DeepSpeed only warns). No "optimizer" section with optimizer offload is DeepSpeed's
+//    client-optimizer error unless zero_force_ds_cpu_optimizer is false.
 #pragma once
 
 #include <cstdint>
@@ -295,6 +303,9 @@ struct ResolvedConfig {
   std::string log_level;  // "" = not set
   bool zero_allow_untested_optimizer = false;
   bool zero_force_ds_cpu_optimizer = true;
+  // No "optimizer" section: the optimizer is the HF Trainer's AdamW built from the flags (a
+  // client optimizer to DeepSpeed), not one DeepSpeed builds from the config.
+  bool optimizer_from_trainer = false;
   OptimizerConfig optimizer;
   SchedulerConfig scheduler;
   ZeroConfig zero;

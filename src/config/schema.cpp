@@ -460,7 +460,8 @@ std::vector<KeySpec> build_table() {
           .note("deprecated: true means offload_param.device = cpu"),
       K("zero_optimization.cpu_offload_use_pin_memory", kBool)
           .inert()
-          .note("deprecated; DeepSpeed only warns, the value is not applied"),
+          .note("deprecated; DeepSpeed only warns, the value is not applied: the pin_memory of "
+                "offload_optimizer/offload_param decides"),
       K("zero_optimization.cpu_offload_params", kAny)
           .not_read("DeepSpeed rejects 'cpu_offload_params' (plural): the deprecated key is "
                     "'cpu_offload_param'; better use 'offload_param'"),
@@ -489,33 +490,77 @@ std::vector<KeySpec> build_table() {
       K("zero_optimization.grad_hooks", kAny)
           .not_read(
               "documented by DeepSpeed but not a field: DeepSpeed rejects it (ValidationError)"),
-      // §5.1 offload
+      // §5.1 offload. Which device is allowed at which stage, the keys that matter only with
+      // another device, and the optimizer rules are cross-key rules in config.cpp
+      // (check_offload): a key given with a value other than DeepSpeed's default where DeepSpeed
+      // ignores it is refused, naming it.
       K("zero_optimization.offload_param", kSec).nullable(),
       K("zero_optimization.offload_param.device", kStr, "none")
           .one_of({"none", "cpu", "nvme"})
           .exact_case()
-          .supports({"none"}),
-      K("zero_optimization.offload_param.nvme_path", kStr).honoured(),
-      K("zero_optimization.offload_param.buffer_count", kInt, "5").at_least(0).honoured(),
-      K("zero_optimization.offload_param.buffer_size", kInt, "100000000").at_least(0).honoured(),
-      K("zero_optimization.offload_param.max_in_cpu", kInt, "1000000000").at_least(0).honoured(),
-      K("zero_optimization.offload_param.pin_memory", kBool, "true").honoured(),
+          .supports({"none", "cpu"})
+          .refused_because("NVMe offload is not built yet; \"cpu\" offloads to host memory")
+          .note("\"cpu\" at stage 3 only: DeepSpeed ignores offload_param below stage 3, "
+                "zerotrain refuses it"),
+      K("zero_optimization.offload_param.nvme_path", kStr)
+          .honoured()
+          .note("NVMe only: refused whenever given (non-null) with device \"none\" or \"cpu\", "
+                "which DeepSpeed ignores it with"),
+      K("zero_optimization.offload_param.buffer_count", kInt, "5")
+          .at_least(0)
+          .honoured()
+          .note("device cpu: staging buffers for parameter fetches (at least 1)"),
+      K("zero_optimization.offload_param.buffer_size", kInt, "100000000")
+          .at_least(0)
+          .honoured()
+          .note("device cpu: elements of one device staging buffer for parameter fetches"),
+      K("zero_optimization.offload_param.max_in_cpu", kInt, "1000000000")
+          .at_least(0)
+          .honoured()
+          .note("read by the engine with device cpu"),
+      K("zero_optimization.offload_param.pin_memory", kBool, "true")
+          .honoured()
+          .note("pinned host memory when a GPU is present, plain aligned memory otherwise"),
       K("zero_optimization.offload_optimizer", kSec).nullable(),
       K("zero_optimization.offload_optimizer.device", kStr, "none")
           .one_of({"none", "cpu", "nvme"})
           .exact_case()
-          .supports({"none"}),
-      K("zero_optimization.offload_optimizer.nvme_path", kStr).honoured(),
-      K("zero_optimization.offload_optimizer.buffer_count", kInt, "4").at_least(0).honoured(),
-      K("zero_optimization.offload_optimizer.pin_memory", kBool, "true").honoured(),
-      K("zero_optimization.offload_optimizer.pipeline_read", kBool, "false").honoured(),
-      K("zero_optimization.offload_optimizer.pipeline_write", kBool, "false").honoured(),
-      K("zero_optimization.offload_optimizer.fast_init", kBool, "false").honoured(),
-      K("zero_optimization.offload_optimizer.ratio", kFloat, "1.0").range(0, 1).honoured(),
+          .supports({"none", "cpu"})
+          .refused_because("NVMe offload is not built yet; \"cpu\" offloads to host memory")
+          .note("\"cpu\" at stages 1-3: DeepSpeed has no offload without ZeRO"),
+      K("zero_optimization.offload_optimizer.nvme_path", kStr)
+          .honoured()
+          .note("NVMe only: refused whenever given (non-null) with device \"none\" or \"cpu\", "
+                "which DeepSpeed ignores it with"),
+      K("zero_optimization.offload_optimizer.buffer_count", kInt, "4")
+          .at_least(0)
+          .honoured()
+          .note("NVMe only: a value other than 4 is refused with device \"none\" or \"cpu\" "
+                "(DeepSpeed ignores it there)"),
+      K("zero_optimization.offload_optimizer.pin_memory", kBool, "true")
+          .honoured()
+          .note("pinned host memory when a GPU is present, plain aligned memory otherwise"),
+      K("zero_optimization.offload_optimizer.pipeline_read", kBool, "false")
+          .honoured()
+          .note("NVMe only: true is refused with device \"none\" or \"cpu\" (DeepSpeed ignores "
+                "it there)"),
+      K("zero_optimization.offload_optimizer.pipeline_write", kBool, "false")
+          .honoured()
+          .note("NVMe only: true is refused with device \"none\" or \"cpu\" (DeepSpeed ignores "
+                "it there)"),
+      K("zero_optimization.offload_optimizer.fast_init", kBool, "false")
+          .honoured()
+          .note("NVMe only: true is refused with device \"none\" or \"cpu\" (DeepSpeed ignores "
+                "it there)"),
+      K("zero_optimization.offload_optimizer.ratio", kFloat, "1.0")
+          .range(0, 1)
+          .honoured()
+          .note("< 1 needs stage 3 and a device other than \"none\""),
       K("zero_optimization.offload_optimizer.super_offload", kBool, "false").default_only(),
       K("zero_optimization.offload_optimizer.cpuadam_cores_perc", kFloat, "0.8")
           .range(0, 1)
-          .inert(),
+          .inert()
+          .note("read only with super_offload, which is refused"),
       // §5.2 zenflow: any non-null value turns it on
       K("zero_optimization.zenflow", kSec).nullable().presence(),
       K("zero_optimization.zenflow.topk_ratio", kFloat, "0.1").range(0, 1).inert(),

@@ -25,7 +25,7 @@ RunFootprint run_footprint(const RunDescription& run) {
   footprint.optimizer_states = states.optimizer_states;
   footprint.comm_buffers = states.comm_buffers;
   footprint.activations = run.model.activation_bytes;
-  footprint.offloaded = states.host;
+  footprint.offloaded = states.host();
   footprint.nvme = states.nvme;
   footprint.data = run.data_bytes;
   // The engine's host copies of one micro-batch's inputs and targets (int32).

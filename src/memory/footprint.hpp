@@ -57,7 +57,10 @@ struct RunFootprint {
   double comm_buffers = 0;
   double activations = 0;
   // In host memory.
-  double offloaded = 0;    // offloaded optimizer states and parameters, NVMe staging
+  // Offloaded model states (ModelStates::host()): the CPU optimizer's master weights and
+  // moments, the gradient slice, parameters or their staging, the reductions' landing buffer;
+  // NVMe staging.
+  double offloaded = 0;
   double data = 0;         // the token source
   double bookkeeping = 0;  // per-tensor tables and the engine's micro-batch token buffers
   double other = 0;        // RunDescription::other_host_bytes

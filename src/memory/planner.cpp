@@ -94,6 +94,26 @@ double whole_tensors_ahead(double bucket, double block, double tensor) {
   return ahead;
 }
 
+// Stage 3, max_reuse_distance > 0: the non-persistent elements a layer's forward leaves
+// gathered for its backward (the coordinator keeps a parameter when fewer than
+// max_reuse_distance elements are used before its next use: after a block's forward twice the
+// elements of the layers after it, forward and then backward again).
+double stage3_kept(const ModelShape& model, const PlanSettings& settings, double* kept_blocks) {
+  const double distance = settings.max_reuse_distance;
+  double blocks = 0;
+  double kept = 0;
+  if (distance > 0) {
+    const double head_elements = model.tied;  // the head reads wte (and the small ln_f)
+    if (model.layer > 0 && distance / 2 > head_elements)
+      blocks = std::min(model.layers, std::ceil((distance / 2 - head_elements) / model.layer));
+    // The head is used again right after its forward (distance 0): always kept.
+    kept = blocks * model.gathered_layer + model.gathered_last;
+    if (2 * (model.layers * model.layer + head_elements) < distance) kept += model.gathered_first;
+  }
+  if (kept_blocks != nullptr) *kept_blocks = blocks;
+  return kept;
+}
+
 // Stage 3: the most non-persistent elements gathered at once, by the coordinator's rules
 // (zero/parameter_coordinator.hpp) on the trace forward 0..L+1, backward L+1..0.
 double stage3_gathered(const ModelShape& model, const PlanSettings& settings, double persistent) {
@@ -115,23 +135,24 @@ double stage3_gathered(const ModelShape& model, const PlanSettings& settings, do
       : head >= bucket ? head
                        : head + whole_tensors_ahead(bucket - head, block, model.largest_module);
   double live = std::max(running + between_blocks, block + std::min(room, through_head));
-  // Reuse: after a layer's forward, its parameters stay gathered when fewer than
-  // max_reuse_distance elements are used before their next use, its backward: twice the
-  // elements of the layers after it (forward, then backward again).
-  const double distance = settings.max_reuse_distance;
-  if (distance > 0) {
-    const double head_elements = model.tied;  // the head reads wte (and the small ln_f)
+  if (settings.max_reuse_distance > 0) {
     double kept_blocks = 0;
-    if (model.layer > 0 && distance / 2 > head_elements)
-      kept_blocks = std::min(model.layers, std::ceil((distance / 2 - head_elements) / model.layer));
-    // The head is used again right after its forward (distance 0): always kept.
-    double kept = kept_blocks * block + head;
-    if (2 * (model.layers * model.layer + head_elements) < distance) kept += model.gathered_first;
+    const double kept = stage3_kept(model, settings, &kept_blocks);
     // At the turn the backward prefetch goes past the kept blocks only with a larger bucket.
     const double extra = std::max(0.0, between_blocks - kept_blocks * block);
     live = std::max(live, kept + extra);
   }
   return std::min(live, all);
+}
+
+// The elements of a rank's range stepped in host memory: DeepSpeed offloads the first
+// int(ratio x sub-groups) (ratio < 1 only at stage 3, where the engine allows it).
+double host_range(double range, int stage, const PlanSettings& settings) {
+  const double ratio = settings.offload_ratio;
+  if (!(ratio < 1) || stage != 3) return range;
+  const double piece = std::max(settings.sub_group_size, 1.0);
+  const double sub_groups = std::ceil(range / piece);
+  return std::min(range, std::floor(std::max(ratio, 0.0) * sub_groups) * piece);
 }
 
 }  // namespace
@@ -141,8 +162,10 @@ ModelStates model_states(const ModelShape& model, const Placement& placement, do
   ModelStates states;
   ranks = std::max(ranks, 1.0);
   const int stage = placement.stage;
-  const bool offload_optimizer = placement.optimizer != Offload::None;
-  const bool offload_parameters = placement.parameters != Offload::None;
+  // The engine offloads from stage 1 on (stage 0 refuses offload, as DeepSpeed has none).
+  const bool offload_optimizer = placement.optimizer != Offload::None && stage >= 1;
+  const bool offload_parameters = placement.parameters != Offload::None && stage == 3;
+  const bool cpu_optimizer = offload_optimizer && placement.optimizer == Offload::Cpu;
   const double P = model.parameters;
   const double slice = P / ranks;
   const double own = std::max(0.0, P - model.tied);  // what lands in windows
@@ -180,76 +203,133 @@ ModelStates model_states(const ModelShape& model, const Placement& placement, do
   // Accumulating in another dtype, backward writes a micro-step's gradients into a buffer of
   // the training dtype, which is then added into the accumulated ones.
   const double micro_step = a != e ? e * P : 0;
-  // What the optimizer steps: the whole model at stage 0, the slice from stage 1 on.
+  // What the optimizer steps: the whole model at stage 0, the slice from stage 1 on; of it,
+  // the first h elements in host memory when the optimizer is offloaded (ratio < 1: whole
+  // sub-groups), the rest on the device.
   const double range = stage == 0 ? P : slice;
+  const double h = offload_optimizer ? host_range(range, stage, settings) : 0;
+  const double on_device = range - h;
+  const double piece = std::max(settings.sub_group_size, 1.0);
 
   // Parameters.
+  const double persistent =
+      stage == 3 ? std::min({model.persistent, P, settings.model_persistence_threshold}) : 0;
   if (stage < 3) {
     states.parameters = e * P;
   } else {
-    const double persistent = std::min({model.persistent, P, settings.model_persistence_threshold});
-    states.parameters = e * (stage3_gathered(model, settings, persistent) + persistent) +
-                        (offload_parameters ? 0 : e * slice);
+    const double gathered = stage3_gathered(model, settings, persistent);
+    states.parameters = e * (gathered + persistent);
+    if (!offload_parameters) {
+      states.parameters += e * slice;
+    } else {
+      // Gathers from host memory stage this rank's part of each tensor on the device, at most
+      // buffer_count at once, until the gather is waited for: a prefetch's until its layer
+      // runs, so at the busiest moment those of up to buffer_count gathered tensors (of the
+      // next layer and of the one the prefetch reaches after it). A bound: a rank's part of a
+      // tensor depends on where the tensor falls across the slices.
+      const double count = std::max(settings.parameter_buffer_count, 1.0);
+      states.parameters +=
+          e * std::min({count * std::min(model.largest_module, slice), slice, gathered});
+    }
   }
   // Gradients.
   if (stage == 0)
     states.gradients = a * P + micro_step;
   else if (stage == 1)
-    states.gradients = a * P + micro_step + a * slice;
+    states.gradients = a * P + micro_step + (offload_optimizer ? 0 : a * slice);
   else
     states.gradients = e * landing + (offload_optimizer ? 0 : e * slice);
+  // The device's sub-groups read their gradients from host memory through one sub-group.
+  if (offload_optimizer && on_device > 0) states.gradients += a * std::min(piece, on_device);
 
   // Communication buffers.
   const bool staged = c != a;
-  if (!staged) {
-    // Reductions after the first micro-step add to the slice through a scratch buffer: one
-    // bucket's share at a time, or (overlap_comm) all that is in flight, at most the slice.
-    if (stage >= 2 && settings.gradient_accumulation_steps > 1 && settings.reduce_scatter)
-      states.comm_buffers =
-          c * std::min(slice, settings.overlap_comm ? landing : settings.reduce_bucket_size);
-  } else if (stage == 0) {
+  // The largest bucket one reduction converts and reduces: of the full buffer at stage 1, of
+  // a window or the tied gradient at stages 2-3.
+  const double largest_bucket =
+      std::min(settings.reduce_bucket_size, stage == 1 ? P : std::max(window, model.tied));
+  if (stage == 0) {
     // Stage 0 all-reduces bucket after bucket through one staging buffer (one rank reduces
     // nothing).
-    if (ranks > 1) states.comm_buffers = c * std::min(settings.reduce_bucket_size, P);
-  } else {
+    if (staged && ranks > 1) states.comm_buffers = c * std::min(settings.reduce_bucket_size, P);
+  } else if (staged || offload_optimizer) {
     // Every bucket is converted into a staging buffer of its own, kept until its reduction
-    // completed, and this rank's part is received into a scratch buffer. Without overlap_comm
-    // one bucket at a time. With it, stage 1 reduces in backward and completes nothing before
-    // the end of backward: all of the gradient is in flight. Stages 2-3 complete a window's
-    // buckets when the window is reused: with two alternating windows those of both and the
-    // tied gradient's; with a window per bucket (or one holding every layer's gradients) all.
-    const double largest_bucket =
-        std::min(settings.reduce_bucket_size, stage == 1 ? P : std::max(window, model.tied));
+    // completed, and this rank's part is received into a scratch buffer; with the gradient
+    // slice in host memory every part is received into scratch (in the training dtype too),
+    // and copied out as its reduction completes. Without overlap_comm one bucket at a time.
+    // With it, stage 1 reduces in backward and completes nothing before the end of backward:
+    // all of the gradient is in flight. Stages 2-3 complete a window's buckets when the window
+    // is reused: with two alternating windows those of both and the tied gradient's; with a
+    // window per bucket (or one holding every layer's gradients) all.
     const double in_flight = !settings.overlap_comm ? largest_bucket
                              : stage == 1           ? P
                                                     : std::min(landing, P);
     const double received = settings.reduce_scatter ? std::min(in_flight, slice) : 0;
-    states.comm_buffers = c * (in_flight + received);
+    states.comm_buffers = c * ((staged ? in_flight : 0) + received);
+  } else if (stage >= 2 && settings.gradient_accumulation_steps > 1 && settings.reduce_scatter) {
+    // Reductions after the first micro-step add to the slice through a scratch buffer: one
+    // bucket's share at a time, or (overlap_comm) all that is in flight, at most the slice.
+    states.comm_buffers =
+        c * std::min(slice, settings.overlap_comm ? landing : settings.reduce_bucket_size);
   }
 
-  // Optimizer states: Adam's two moments, and in 16 bits the fp32 master copy and the
-  // optimizer's fp32 view of one sub-group of unscaled gradients (DeepSpeed's fp32 partition
-  // gradient), which the engine keeps for its lifetime and counts as optimizer memory.
-  if (!offload_optimizer) {
-    states.optimizer_states = optimizer_state_bytes(precision) * range;
-    if (precision.master_copy)
-      states.optimizer_states += 4 * std::min(std::max(settings.sub_group_size, 1.0), range);
-  }
+  // Optimizer states of the device's part of the range: Adam's two moments, and in 16 bits
+  // the fp32 master copy and the optimizer's fp32 view of one sub-group of unscaled gradients
+  // (DeepSpeed's fp32 partition gradient), which the engine keeps for its lifetime and counts
+  // as optimizer memory.
+  states.optimizer_states = optimizer_state_bytes(precision) * on_device;
+  if (precision.master_copy && on_device > 0)
+    states.optimizer_states += 4 * std::min(piece, on_device);
 
-  // Offloaded: the fp32 master copy (in fp32 the parameters themselves), the fp32 gradient
-  // slice and the two moments, 16 bytes per element of the slice. In 16 bits, offloaded
-  // parameters are a 16-bit copy besides the master. NVMe staging: the optimizer swapper
-  // keeps buffer_count (4) pinned buffers of one sub-group's tensor each.
-  const double half_parameters = precision.master_copy && offload_parameters ? e * slice : 0;
-  const double staging = 4 * 4 * std::min(settings.nvme_sub_group_size, slice);
-  if (placement.optimizer == Offload::Cpu) states.host = 16 * slice + half_parameters;
-  if (placement.optimizer == Offload::Nvme) {
+  // Host memory and the copies of a step.
+  const double gas = std::max(settings.gradient_accumulation_steps, 1.0);
+  if (offload_optimizer) {
+    // Each reduced part of the slice lands in host memory (one buffer of the largest part)
+    // and is added into the slice there: every micro-step at stages 2-3, once (the last
+    // micro-step's reduction) at stage 1.
+    states.host_gradients = a * slice;
+    states.host_comm_buffers = c * std::min(largest_bucket, slice);
+    states.bytes_to_host = c * slice * (stage >= 2 ? gas : 1);
+    // The device's sub-groups copy their gradients over before their update.
+    states.bytes_to_device = a * on_device;
+  }
+  if (cpu_optimizer) {
+    // The CPU optimizer's fp32 master weights (in fp32 too) and Adam's moments.
+    states.host_optimizer_states = (4 + 8) * h;
+    if (offload_parameters) {
+      // The slice itself; each gather copies this rank's part of its tensor to the device:
+      // every use a forward or backward gathers (those kept for reuse once) per micro-step,
+      // and the persistent parameters after each step (a rank's share of them).
+      states.host_parameters = e * slice;
+      const double uses =
+          2 * (model.gathered_first + model.layers * model.gathered_layer + model.gathered_last) -
+          stage3_kept(model, settings, nullptr);
+      states.bytes_to_device += e * (gas * std::max(0.0, uses) + persistent) / ranks;
+    } else if (h > 0) {
+      // New parameters stream to the device through two buffers of a sub-group (one when a
+      // single sub-group is offloaded), once per step.
+      states.host_parameters = (h > piece ? 2 : 1) * e * std::min(piece, h);
+      states.bytes_to_device += e * h;
+    }
+  }
+  if (placement.optimizer == Offload::Nvme && stage >= 1) {
+    // Planned only (not built): the optimizer swapper keeps buffer_count (4) pinned buffers of
+    // one sub-group's tensor each; gradients and moments (and with them on NVMe, the fp32
+    // master and a 16-bit parameter copy) stream from NVMe.
+    const double half_parameters = precision.master_copy && offload_parameters ? e * slice : 0;
+    states.host_optimizer_states = 4 * 4 * std::min(settings.nvme_sub_group_size, slice);
     states.nvme = 12 * slice;  // gradients and moments
-    states.host = staging + (placement.parameters == Offload::Nvme ? 0 : 4 * slice);
-    if (placement.parameters == Offload::Nvme)
+    if (placement.parameters == Offload::Nvme) {
       states.nvme += 4 * slice + half_parameters;
-    else
-      states.host += half_parameters;
+    } else {
+      states.host_optimizer_states += 4 * slice;
+      states.host_parameters = half_parameters;
+    }
+    states.host_gradients = 0;
+    states.host_comm_buffers = 0;
+    // Gradients out, parameters back, in the training dtype.
+    states.bytes_to_host = e * slice;
+    states.bytes_to_device = e * slice;
   }
   return states;
 }
@@ -258,7 +338,6 @@ std::vector<PlanRow> make_plan(const ModelShape& model, const Machine& machine,
                                const PlanSettings& settings) {
   const double ranks = static_cast<double>(machine.gpus_per_node) * machine.nodes;
   const double P = model.parameters;
-  const double slice = P / ranks;
   const double per_node = static_cast<double>(machine.gpus_per_node);
   std::vector<PlanRow> rows;
   for (const auto& combination : kCombinations) {
@@ -267,14 +346,17 @@ std::vector<PlanRow> make_plan(const ModelShape& model, const Machine& machine,
     row.optimizer = combination.optimizer;
     row.parameters = combination.parameters;
     const int stage = combination.stage;
-    const bool offload_optimizer = combination.optimizer != Offload::None;
     const auto states = model_states(
         model, Placement{stage, combination.optimizer, combination.parameters}, ranks, settings);
     row.gpu_parameters = states.parameters;
     row.gpu_gradients = states.gradients;
     row.gpu_optimizer_states = states.optimizer_states;
     row.gpu_comm_buffers = states.comm_buffers;
-    row.cpu_per_node = per_node * states.host;
+    row.cpu_parameters = states.host_parameters;
+    row.cpu_gradients = states.host_gradients;
+    row.cpu_optimizer_states = states.host_optimizer_states;
+    row.cpu_comm_buffers = states.host_comm_buffers;
+    row.cpu_per_node = per_node * states.host();
     row.nvme_per_node = per_node * states.nvme;
     row.gpu_activations = model.activation_bytes;
 
@@ -287,8 +369,10 @@ std::vector<PlanRow> make_plan(const ModelShape& model, const Machine& machine,
     const double c = settings.precision.communication_bytes;
     const double bytes = stage == 0 ? 2 * c : c + (stage == 3 ? 2 : 1) * e;
     row.network_bytes = bytes * P * (ranks - 1) / ranks;
-    // Gradients out, parameters back, in the training dtype.
-    if (offload_optimizer) row.offload_bytes = 2 * e * slice;
+    // What the engine copies between GPU and CPU memory.
+    row.bytes_to_host = states.bytes_to_host;
+    row.bytes_to_device = states.bytes_to_device;
+    row.offload_bytes = states.bytes_to_host + states.bytes_to_device;
     if (combination.optimizer == Offload::Nvme) {
       // Read and write what lives there (moments, gradients, master slice) every step.
       const double nvme_per_rank = 2 * states.nvme;

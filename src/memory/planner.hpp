@@ -9,8 +9,12 @@
 // and gradients in 2 and adds the fp32 master copy to the optimizer states, 2 + 2 + 12),
 // including its landing windows, the tied embedding's whole gradient, stage 3's gathered layers
 // and the staging buffers of a reduction in another dtype, so a plan can be checked against the
-// memory tracker of a real run. The same arithmetic (model_states) gives a run's footprint
-// (footprint.hpp) with the run's own zero_optimization settings instead of the recommended ones.
+// memory tracker of a real run. With the optimizer offloaded to CPU memory (ZeRO-Offload) the
+// device keeps parameters and landing windows, the host the optimizer's fp32 master weights and
+// moments, the reduced gradient slice and the buffers the engine stages them through, and
+// offload_bytes is what the engine copies between the two per step. The same arithmetic
+// (model_states) gives a run's footprint (footprint.hpp) with the run's own zero_optimization
+// settings instead of the recommended ones.
 #pragma once
 
 #include <cstdint>
@@ -67,14 +71,22 @@ struct PlanRow {
   double gpu_model_states() const { return gpu_parameters + gpu_gradients + gpu_optimizer_states; }
   double gpu_comm_buffers = 0;  // reduction scratch and staging (ModelStates::comm_buffers)
   double gpu_activations = 0;
+  // Per GPU (rank), bytes of CPU memory (ModelStates' host_*), by the tracker's kinds.
+  double cpu_parameters = 0;
+  double cpu_gradients = 0;
+  double cpu_optimizer_states = 0;
+  double cpu_comm_buffers = 0;
   // Per node, bytes.
-  double cpu_per_node = 0;
+  double cpu_per_node = 0;  // gpus_per_node x the four above
   double nvme_per_node = 0;
   // Per rank per step.
   // Collective traffic (ring volumes): gradients in the communication dtype, parameters in the
   // training dtype.
   double network_bytes = 0;
-  double offload_bytes = 0;  // GPU<->CPU and CPU<->NVMe
+  // GPU<->CPU copies (ModelStates::bytes_to_host, bytes_to_device).
+  double bytes_to_host = 0;
+  double bytes_to_device = 0;
+  double offload_bytes = 0;  // GPU<->CPU (the two above) and CPU<->NVMe
   double nvme_seconds = 0;   // NVMe streaming time per step (0 without NVMe)
   bool fits = false;
   std::string limit;  // why it does not fit ("GPU", "CPU", "no NVMe"), empty when it fits
@@ -129,6 +141,12 @@ struct PlanSettings {
   double sub_group_size = 1e9;  // also the 16-bit runs' buffer of fp32 unscaled gradients
   /// Smaller pieces when states stream from NVMe: each piece needs pinned staging buffers.
   double nvme_sub_group_size = 1e8;
+  /// offload_optimizer.ratio (stage 3): the first int(ratio x sub-groups) of a rank's range
+  /// are stepped on the CPU, the rest (and their states) stay on the device.
+  double offload_ratio = 1;
+  /// offload_param.buffer_count: gathers from host memory in flight, each staging this rank's
+  /// part of its tensor on the device.
+  double parameter_buffer_count = 5;
 };
 
 /// The settings the recommended configs use for this model: buckets of one layer.
@@ -142,21 +160,36 @@ struct Placement {
 };
 
 /// Model states of one rank, bytes, as zerotrain's engine allocates them in the settings'
-/// precision.
+/// precision, and what it copies between the device and host memory per step.
 struct ModelStates {
   // On the device (a GPU; on a CPU-only run the tracked device arena in host memory).
-  double parameters = 0;  // whole, or (stage 3) slice + gathered + persistent
-  double gradients = 0;   // whole (+ slice), or slice + landing windows + tied gradient
+  // Whole, or (stage 3) slice + gathered + persistent; with offload_param no slice, but the
+  // staging of this rank's part of each tensor being gathered.
+  double parameters = 0;
+  // Whole (+ slice), or slice + landing windows + tied gradient; the slice not with the
+  // optimizer offloaded (then, with ratio < 1, a staging buffer of one device sub-group).
+  double gradients = 0;
   // Adam's two moments; in 16 bits also the fp32 master copy and one sub-group of fp32
-  // unscaled gradients.
+  // unscaled gradients. Offloaded: only for the sub-groups left on the device (ratio < 1).
   double optimizer_states = 0;
-  // Reduce-scatter scratch while gradients accumulate; with communication_data_type other than
-  // the training dtype, the staging copies of the buckets in flight and their received parts.
+  // Reduce-scatter scratch while gradients accumulate (or, with the gradient slice in host
+  // memory, for every reduction); with communication_data_type other than the training dtype,
+  // the staging copies of the buckets in flight and their received parts.
   double comm_buffers = 0;
   double device() const { return parameters + gradients + optimizer_states + comm_buffers; }
-  // Offloaded.
-  double host = 0;  // pinned host memory (CPU offload, NVMe staging)
+  // Offloaded to host memory (pinned with a GPU), by the memory tracker's kinds.
+  double host_parameters = 0;        // offload_param's slice, or the new parameters' staging
+  double host_gradients = 0;         // the reduced gradient slice
+  double host_optimizer_states = 0;  // fp32 master weights and moments (NVMe: its staging)
+  double host_comm_buffers = 0;      // where a reduced part lands on its way into the slice
+  double host() const {
+    return host_parameters + host_gradients + host_optimizer_states + host_comm_buffers;
+  }
   double nvme = 0;
+  // GPU<->CPU copies per step: reduced gradients to the host (communication dtype),
+  // parameters back to the device (training dtype; with offload_param every gather's part).
+  double bytes_to_host = 0;
+  double bytes_to_device = 0;
 };
 
 /// The arithmetic behind every plan row and the run footprint: one rank of `ranks` at this

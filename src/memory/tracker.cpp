@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "memory/tracker.hpp"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -103,5 +104,17 @@ void* aligned_zeroed_alloc(std::size_t bytes) {
 }
 
 void aligned_free(void* pointer) { std::free(pointer); }
+
+namespace {
+const HostAllocator kDefaultHostAllocator{aligned_zeroed_alloc, aligned_free,
+                                          "aligned host memory"};
+std::atomic<const HostAllocator*> installed_host_allocator{&kDefaultHostAllocator};
+}  // namespace
+
+const HostAllocator& default_host_allocator() { return kDefaultHostAllocator; }
+const HostAllocator& host_allocator() { return *installed_host_allocator.load(); }
+void set_host_allocator(const HostAllocator* allocator) {
+  installed_host_allocator.store(allocator != nullptr ? allocator : &kDefaultHostAllocator);
+}
 
 }  // namespace zt::memory

@@ -68,6 +68,20 @@ class Tracker {
   std::int64_t device_limit_ = 0;
 };
 
+/// How Place::Host buffers get their memory. The default is aligned_zeroed_alloc; with a GPU,
+/// src/offload installs page-locked (pinned) memory, which asynchronous device copies need.
+/// Each buffer remembers the allocator that made it, so installing another one later is safe.
+struct HostAllocator {
+  void* (*allocate)(std::size_t bytes) = nullptr;  // zeroed, kBufferAlignment-aligned; throws
+  void (*release)(void* pointer) = nullptr;
+  const char* name = "aligned host memory";
+};
+/// The allocator new Place::Host buffers use from now on (nullptr: the default). Not
+/// thread-safe against concurrent allocation: set it before the engine allocates.
+void set_host_allocator(const HostAllocator* allocator);
+const HostAllocator& host_allocator();
+const HostAllocator& default_host_allocator();
+
 /// Owns an aligned, zero-initialised array of T on the host, counted against (place, kind).
 /// On CPU-only builds Place::Device is host memory in the tracked "device" arena.
 template <class T>
@@ -101,6 +115,7 @@ class TrackedBuffer {
   std::size_t size_ = 0;
   Place place_ = Place::Host;
   Kind kind_ = Kind::Other;
+  const HostAllocator* allocator_ = nullptr;
 };
 
 /// Alignment of every tracked buffer: a cache line, an AVX-512 vector, and a divisor of
@@ -110,14 +125,16 @@ inline constexpr std::size_t kBufferAlignment = 64;
 void* aligned_zeroed_alloc(std::size_t bytes);  // throws std::bad_alloc
 void aligned_free(void* pointer);
 
+
 template <class T>
 TrackedBuffer<T>::TrackedBuffer(std::size_t count, Place place, Kind kind)
     : size_(count), place_(place), kind_(kind) {
   if (count == 0) return;
   const auto bytes = static_cast<std::int64_t>(count * sizeof(T));
   Tracker::instance().add(place, kind, bytes);
+  allocator_ = place == Place::Host ? &host_allocator() : &default_host_allocator();
   try {
-    data_ = static_cast<T*>(aligned_zeroed_alloc(count * sizeof(T)));
+    data_ = static_cast<T*>(allocator_->allocate(count * sizeof(T)));
   } catch (...) {
     Tracker::instance().remove(place, kind, bytes);
     throw;
@@ -132,6 +149,7 @@ TrackedBuffer<T>& TrackedBuffer<T>::operator=(TrackedBuffer&& other) noexcept {
     size_ = other.size_;
     place_ = other.place_;
     kind_ = other.kind_;
+    allocator_ = other.allocator_;
     other.data_ = nullptr;
     other.size_ = 0;
   }
@@ -141,7 +159,7 @@ TrackedBuffer<T>& TrackedBuffer<T>::operator=(TrackedBuffer&& other) noexcept {
 template <class T>
 void TrackedBuffer<T>::release() {
   if (data_ != nullptr) {
-    aligned_free(data_);
+    allocator_->release(data_);
     Tracker::instance().remove(place_, kind_, static_cast<std::int64_t>(size_ * sizeof(T)));
   }
   data_ = nullptr;

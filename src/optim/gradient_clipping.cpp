@@ -1,14 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "optim/gradient_clipping.hpp"
 
-#include <Kokkos_Core.hpp>
 #include <cmath>
+
+#include "optim/host_kernels.hpp"
 
 namespace zt::optim {
 namespace {
-
-using HostRange =
-    Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace, Kokkos::IndexType<std::int64_t>>;
 
 // DeepSpeed adds this to the norm before dividing by max_norm.
 constexpr double kClipEpsilon = 1e-6;
@@ -16,22 +14,11 @@ constexpr double kClipEpsilon = 1e-6;
 }  // namespace
 
 double sum_of_squares(const float* values, std::int64_t n) {
-  double sum = 0.0;
-  if (n <= 0) return sum;
-  Kokkos::parallel_reduce(
-      "zt::optim::sum_of_squares", HostRange(0, n),
-      [=](const std::int64_t i, double& partial) {
-        partial += static_cast<double>(values[i]) * values[i];
-      },
-      sum);
-  return sum;
+  return host::sum_of_squares(values, kernels::DType::F32, n).sum_of_squares;
 }
 
 void scale(float* values, std::int64_t n, float factor) {
-  if (n <= 0) return;
-  Kokkos::parallel_for("zt::optim::scale", HostRange(0, n),
-                       [=](const std::int64_t i) { values[i] *= factor; });
-  Kokkos::fence();
+  host::scale(values, n, factor);
 }
 
 double global_norm_from_sum_of_squares(double total_sum_of_squares) {

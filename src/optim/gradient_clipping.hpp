@@ -9,7 +9,8 @@
 
 namespace zt::optim {
 
-/// sum(values[i]^2) over n floats, accumulated in double (Kokkos reduction on the host).
+/// sum(values[i]^2) over n floats, each square exact in double and summed in double, at memory
+/// speed (host::sum_of_squares, which also takes 16-bit values and reports inf/NaN).
 double sum_of_squares(const float* values, std::int64_t n);
 
 /// values[i] *= factor.

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "optim/host_kernels.hpp"
 
@@ -16,7 +17,9 @@ std::string range_text(std::int64_t begin, std::int64_t end) {
 
 class AdamOptimizer final : public Optimizer {
  public:
+  using Optimizer::finish_range;
   using Optimizer::Optimizer;
+  using Optimizer::update_range;
 
   void begin_step(const std::vector<TensorSegment>& segments, const StepHyper& hyper) override {
     Optimizer::begin_step(segments, hyper);
@@ -25,11 +28,12 @@ class AdamOptimizer final : public Optimizer {
                                               settings_.bias_correction, hyper.step);
   }
 
-  void update_range(float* params, const float* grads, std::int64_t begin,
-                    std::int64_t end) override {
+  void update_range(float* master, const GradientInput& grads, std::int64_t begin, std::int64_t end,
+                    const ParameterOutput& out) override {
     check_range(begin, end);
-    host::adam_update(params, grads, exp_avg_.data() + begin, exp_avg_sq_.data() + begin,
-                      end - begin, constants_);
+    const StateRange states = states_at(begin, end);
+    host::adam_step(master, grads.data, grads.dtype, grads.multiplier, states.exp_avg,
+                    states.exp_avg_sq, end - begin, constants_, out.data, out.dtype);
   }
 
  private:
@@ -38,7 +42,9 @@ class AdamOptimizer final : public Optimizer {
 
 class LambOptimizer final : public Optimizer {
  public:
+  using Optimizer::finish_range;
   using Optimizer::Optimizer;
+  using Optimizer::update_range;
 
   bool needs_tensor_norms() const override { return true; }
 
@@ -52,29 +58,50 @@ class LambOptimizer final : public Optimizer {
       norm_sums_.push_back({segment.tensor_index, segment.whole_tensor, 0.0, 0.0});
   }
 
-  void update_range(float* params, const float* grads, std::int64_t begin,
-                    std::int64_t end) override {
+  void update_range(float* master, const GradientInput& grads, std::int64_t begin, std::int64_t end,
+                    const ParameterOutput& /*out: written by finish_range*/) override {
     check_range(begin, end);
+    const StateRange states = states_at(begin, end);
+    const int grad_size = kernels::size_of(grads.dtype);
     for_each_overlap(begin, end, [&](std::size_t s, std::int64_t first, std::int64_t last) {
+      const std::int64_t at = first - begin;
       const host::LambSquareSums sums = host::lamb_update_moments(
-          params + (first - begin), grads + (first - begin), exp_avg_.data() + first,
-          exp_avg_sq_.data() + first, last - first, constants_);
+          master + at, static_cast<const char*>(grads.data) + at * grad_size, grads.dtype,
+          grads.multiplier, states.exp_avg + at, states.exp_avg_sq + at, last - first, constants_);
       norm_sums_[s].weight_sum_of_squares += sums.weight;
       norm_sums_[s].update_sum_of_squares += sums.update;
     });
   }
 
-  void finish_range(float* params, std::int64_t begin, std::int64_t end) override {
+  void finish_range(float* master, std::int64_t begin, std::int64_t end,
+                    const ParameterOutput& out) override {
     check_range(begin, end);
+    const StateRange states = states_at(begin, end);
     const auto min_coeff = static_cast<float>(settings_.min_coeff);
     const auto max_coeff = static_cast<float>(settings_.max_coeff);
+    const int out_size = kernels::size_of(out.dtype);
+    auto out_at = [&](std::int64_t at) -> void* {
+      return out.data == nullptr ? nullptr : static_cast<char*>(out.data) + at * out_size;
+    };
+    // Elements outside every segment (padding) keep their value, but their copy is still
+    // written, so the copy of a range is complete whatever the segments.
+    std::int64_t copied_to = begin;
+    auto copy_gap = [&](std::int64_t until) {
+      if (out.data != nullptr && copied_to < until)
+        host::convert_from_float(master + (copied_to - begin), until - copied_to,
+                                 out_at(copied_to - begin), out.dtype);
+    };
     for_each_overlap(begin, end, [&](std::size_t s, std::int64_t first, std::int64_t last) {
+      copy_gap(first);
+      copied_to = last;
       const float trust_ratio =
           kernels::lamb_trust_ratio(norm_sums_[s].weight_sum_of_squares,
                                     norm_sums_[s].update_sum_of_squares, min_coeff, max_coeff);
-      host::lamb_apply(params + (first - begin), exp_avg_.data() + first,
-                       exp_avg_sq_.data() + first, last - first, trust_ratio, constants_);
+      const std::int64_t at = first - begin;
+      host::lamb_apply(master + at, states.exp_avg + at, states.exp_avg_sq + at, last - first,
+                       trust_ratio, constants_, out_at(at), out.dtype);
     });
+    copy_gap(end);
   }
 
  private:
@@ -123,12 +150,50 @@ void unpack_split_norm_sums(const std::vector<double>& reduced, std::vector<Tens
 
 Optimizer::Optimizer(const OptimizerSettings& settings, std::int64_t slice_elements,
                      memory::Place state_place)
-    : settings_(settings),
-      slice_elements_(slice_elements),
-      exp_avg_(static_cast<std::size_t>(slice_elements), state_place,
-               memory::Kind::OptimizerStates),
-      exp_avg_sq_(static_cast<std::size_t>(slice_elements), state_place,
-                  memory::Kind::OptimizerStates) {}
+    : settings_(settings), slice_elements_(slice_elements) {
+  add_part(0, slice_elements, state_place);
+}
+
+Optimizer::Optimizer(const OptimizerSettings& settings, std::int64_t slice_elements,
+                     const StatePlacement& placement)
+    : settings_(settings), slice_elements_(slice_elements) {
+  if (placement.host_elements < 0 || placement.host_elements > slice_elements)
+    throw std::invalid_argument("optimizer states: " + std::to_string(placement.host_elements) +
+                                " host elements outside a slice of " +
+                                std::to_string(slice_elements));
+  add_part(0, placement.host_elements, memory::Place::Host);
+  add_part(placement.host_elements, slice_elements - placement.host_elements,
+           memory::Place::Device);
+}
+
+void Optimizer::add_part(std::int64_t offset, std::int64_t size, memory::Place place) {
+  if (size <= 0) return;
+  StatePart part;
+  part.offset = offset;
+  part.size = size;
+  part.place = place;
+  part.exp_avg = memory::TrackedBuffer<float>(static_cast<std::size_t>(size), place,
+                                              memory::Kind::OptimizerStates);
+  part.exp_avg_sq = memory::TrackedBuffer<float>(static_cast<std::size_t>(size), place,
+                                                 memory::Kind::OptimizerStates);
+  parts_.push_back(std::move(part));
+}
+
+std::ptrdiff_t Optimizer::part_of(std::int64_t begin, std::int64_t end) const {
+  for (std::size_t p = 0; p < parts_.size(); ++p)
+    if (begin >= parts_[p].offset && end <= parts_[p].offset + parts_[p].size)
+      return static_cast<std::ptrdiff_t>(p);
+  return -1;
+}
+
+Optimizer::StateRange Optimizer::states_at(std::int64_t begin, std::int64_t end) {
+  // An empty range touches no state (and an empty slice has no buffers).
+  const std::ptrdiff_t p = begin < end ? part_of(begin, end) : -1;
+  if (p < 0) return {};
+  StatePart& part = parts_[static_cast<std::size_t>(p)];
+  return {part.exp_avg.data() + (begin - part.offset),
+          part.exp_avg_sq.data() + (begin - part.offset)};
+}
 
 Optimizer::~Optimizer() = default;
 
@@ -152,7 +217,8 @@ void Optimizer::begin_step(const std::vector<TensorSegment>& segments, const Ste
   step_begun_ = true;
 }
 
-void Optimizer::finish_range(float* /*params*/, std::int64_t begin, std::int64_t end) {
+void Optimizer::finish_range(float* /*master*/, std::int64_t begin, std::int64_t end,
+                             const ParameterOutput& /*out*/) {
   check_range(begin, end);
 }
 
@@ -161,6 +227,10 @@ void Optimizer::check_range(std::int64_t begin, std::int64_t end) const {
   if (begin < 0 || begin > end || end > slice_elements_)
     throw std::out_of_range("optimizer range " + range_text(begin, end) + " outside the slice of " +
                             std::to_string(slice_elements_) + " elements");
+  if (begin < end && part_of(begin, end) < 0)
+    throw std::invalid_argument("optimizer range " + range_text(begin, end) +
+                                " straddles the split of the states between host and device at " +
+                                std::to_string(parts_.front().offset + parts_.front().size));
 }
 
 void Optimizer::step(float* params, const float* grads, std::int64_t n,
@@ -185,12 +255,29 @@ void Optimizer::step(float* params, const float* grads, std::int64_t n,
 }
 
 std::vector<StateTensor> Optimizer::state() {
-  return {{"exp_avg", exp_avg_.data(), slice_elements_},
-          {"exp_avg_sq", exp_avg_sq_.data(), slice_elements_}};
+  std::vector<StateTensor> views;
+  for (StatePart& part : parts_)
+    views.push_back({"exp_avg", part.exp_avg.data(), part.size, part.offset, part.place});
+  for (StatePart& part : parts_)
+    views.push_back({"exp_avg_sq", part.exp_avg_sq.data(), part.size, part.offset, part.place});
+  return views;
 }
 
 std::int64_t Optimizer::state_bytes() const {
-  return static_cast<std::int64_t>((exp_avg_.size() + exp_avg_sq_.size()) * sizeof(float));
+  std::int64_t bytes = 0;
+  for (const StatePart& part : parts_)
+    bytes +=
+        static_cast<std::int64_t>((part.exp_avg.size() + part.exp_avg_sq.size()) * sizeof(float));
+  return bytes;
+}
+
+std::int64_t Optimizer::state_bytes(memory::Place place) const {
+  std::int64_t bytes = 0;
+  for (const StatePart& part : parts_)
+    if (part.place == place)
+      bytes +=
+          static_cast<std::int64_t>((part.exp_avg.size() + part.exp_avg_sq.size()) * sizeof(float));
+  return bytes;
 }
 
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerSettings& settings,
@@ -202,6 +289,20 @@ std::unique_ptr<Optimizer> make_optimizer(const OptimizerSettings& settings,
       return std::make_unique<AdamOptimizer>(settings, slice_elements, state_place);
     case OptimizerType::Lamb:
       return std::make_unique<LambOptimizer>(settings, slice_elements, state_place);
+  }
+  throw std::invalid_argument("unknown optimizer type");
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const OptimizerSettings& settings,
+                                          std::int64_t slice_elements,
+                                          const StatePlacement& placement) {
+  if (slice_elements < 0)
+    throw std::invalid_argument("negative slice length " + std::to_string(slice_elements));
+  switch (settings.type) {
+    case OptimizerType::Adam:
+      return std::make_unique<AdamOptimizer>(settings, slice_elements, placement);
+    case OptimizerType::Lamb:
+      return std::make_unique<LambOptimizer>(settings, slice_elements, placement);
   }
   throw std::invalid_argument("unknown optimizer type");
 }

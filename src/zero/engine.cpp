@@ -9,6 +9,7 @@
 #include <string>
 
 #include "memory/format.hpp"
+#include "offload/host_memory.hpp"
 #include "optim/gradient_clipping.hpp"
 #include "runtime/error.hpp"
 #include "runtime/timer.hpp"
@@ -21,6 +22,7 @@ namespace zt::zero {
 using backend::Buffer;
 using backend::ConstView;
 using backend::DType;
+using backend::Place;
 using backend::View;
 
 PhaseTimes& PhaseTimes::operator+=(const PhaseTimes& other) {
@@ -115,6 +117,38 @@ Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings
         kernels::dtype_name(settings_.dtype), " at ZeRO stage ", settings_.stage,
         " (fp32 accumulation of 16-bit gradients is built for stages 0 and 1)"));
 
+  const OffloadSettings& offload = settings_.offload;
+  if (offload.optimizer && settings_.stage == 0)
+    throw runtime::UserError(
+        "zero_optimization.offload_optimizer needs ZeRO stage 1, 2 or 3 (ZeRO-Offload steps the "
+        "rank's partition of the optimizer states)");
+  if (offload.parameters && settings_.stage != 3)
+    throw runtime::UserError(runtime::concat(
+        "zero_optimization.offload_param needs ZeRO stage 3 (only stage 3 partitions the "
+        "parameters), the config has stage ",
+        settings_.stage));
+  if (offload.ratio < 1.0 && settings_.stage != 3)
+    throw runtime::UserError(
+        "zero_optimization.offload_optimizer.ratio < 1: partial offloading needs ZeRO stage 3");
+  // Parameters in host memory are written by the CPU optimizer; a device optimizer would have
+  // to send every update through a staging buffer, which is not built.
+  if (offload.parameters && !offload.optimizer)
+    throw runtime::UserError(
+        "not supported yet: zero_optimization.offload_param without offload_optimizer (set "
+        "offload_optimizer.device to \"cpu\" as well)");
+  if (offload.parameters && offload.ratio < 1.0)
+    throw runtime::UserError(
+        "not supported yet: zero_optimization.offload_optimizer.ratio < 1 together with "
+        "offload_param (the device's sub-groups would update parameters in host memory)");
+  if (offload.parameters && layout_.slice_elements() > offload.parameter_max_in_cpu)
+    throw runtime::UserError(runtime::concat(
+        "zero_optimization.offload_param.max_in_cpu = ", offload.parameter_max_in_cpu,
+        " elements, but rank ", comm_.rank(), "'s parameter slice holds ",
+        layout_.slice_elements(), ": with device cpu every slice lives in host memory; raise "
+        "max_in_cpu or use more ranks"));
+  if (offload.optimizer || offload.parameters)
+    host_memory_ = offload::configure_host_memory(offload.pin_memory).description;
+
   const std::int64_t n = layout_.padded_elements();
   const std::int64_t slice = layout_.slice_elements();
   const int stage = settings_.stage;
@@ -146,19 +180,48 @@ Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings
                                              piece.entry, piece.length == entry.numel});
   }
   try {
-    optimizer_ = optim::make_optimizer(settings_.optimizer, step_end - step_begin);
-    if (mixed()) {
+    const std::int64_t range = step_end - step_begin;
+    const std::int64_t piece = settings_.sub_group_size;
+    if (offload.optimizer) {
+      // DeepSpeed steps the first int(ratio x sub-groups) on the CPU, the rest on the device.
+      const std::int64_t sub_groups = (range + piece - 1) / piece;
+      const auto host_groups =
+          offload.ratio >= 1.0
+              ? sub_groups
+              : static_cast<std::int64_t>(offload.ratio * static_cast<double>(sub_groups));
+      host_elements_ = std::min(range, host_groups * piece);
+    }
+    const std::int64_t h = host_elements_;
+    optimizer_ = optim::make_optimizer(settings_.optimizer, range, optim::StatePlacement{h});
+    const View params = slice_parameters();
+    if (h > 0) {
+      host_master_ = Buffer(DType::F32, h, Place::Host, memory::Kind::OptimizerStates);
+      // New parameters reach device-resident parameters through two buffers, so that one
+      // sub-group's copy overlaps the next one's update.
+      if (params.place != Place::Host) {
+        const int buffers = h > piece ? 2 : 1;
+        for (int b = 0; b < buffers; ++b)
+          param_staging_[b] =
+              Buffer(settings_.dtype, std::min(piece, h), Place::Host, memory::Kind::Parameters);
+      }
+      initialise_host_master();
+    }
+    if (mixed() && range > h) {
       // fp32 master weights of the optimizer's range, from the (rounded) 16-bit parameters as
       // DeepSpeed takes them; DeepSpeed counts them with the optimizer states (12 bytes per
       // parameter with Adam's moments).
-      master_ = Buffer(DType::F32, step_end - step_begin, backend_.compute_place(),
+      master_ = Buffer(DType::F32, range - h, backend_.compute_place(),
                        memory::Kind::OptimizerStates);
-      backend_.convert(slice_parameters(), master_.view());
+      backend_.convert(params.slice(h, range - h), master_.view());
       // The optimizer's fp32 view of one sub-group's gradients (DeepSpeed's fp32 partition
       // gradient): the optimizer's working memory, so counted with its states.
-      master_grads_ = Buffer(DType::F32, std::min(settings_.sub_group_size, step_end - step_begin),
-                             backend_.compute_place(), memory::Kind::OptimizerStates);
+      master_grads_ = Buffer(DType::F32, std::min(piece, range - h), backend_.compute_place(),
+                             memory::Kind::OptimizerStates);
     }
+    if (range > h && slice_gradients().place != backend_.compute_place())
+      device_grad_staging_ = Buffer(settings_.gradient_accumulation_dtype,
+                                    std::min(piece, range - h), backend_.compute_place(),
+                                    memory::Kind::Gradients);
   } catch (const memory::OutOfMemory& error) {
     throw memory::OutOfMemory(runtime::concat(model_state_summary(), ": ", error.what()));
   }
@@ -199,8 +262,10 @@ Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings
     }
     coordinator.max_live_parameters = settings_.max_live_parameters;
     coordinator.max_reuse_distance = settings_.max_reuse_distance;
-    coordinator_ = std::make_unique<ParameterCoordinator>(layout_, layers_, comm_, coordinator,
-                                                          params_slice_.view());
+    coordinator.staging_buffers = offload.parameter_buffer_count;
+    coordinator.staging_elements = offload.parameter_buffer_size;
+    coordinator_ = std::make_unique<ParameterCoordinator>(layout_, layers_, comm_, backend_,
+                                                          coordinator, params_slice_.view());
     coordinator_->refresh_persistent();
     reducer_->set_memory_relief([this] { return coordinator_->release_one_cached(); });
   }
@@ -221,15 +286,20 @@ void Engine::allocate_model_states() {
   const int stage = settings_.stage;
   const DType dtype = settings_.dtype;
   const auto place = backend_.compute_place();
+  const OffloadSettings& offload = settings_.offload;
   if (stage < 3)
     params_full_ = Buffer(dtype, n, place, memory::Kind::Parameters);
   else
-    params_slice_ = Buffer(dtype, slice, place, memory::Kind::Parameters);
+    params_slice_ = Buffer(dtype, slice, offload.parameters ? Place::Host : place,
+                           memory::Kind::Parameters);
   const DType accumulation = settings_.gradient_accumulation_dtype;
   if (stage < 2) grads_full_ = Buffer(accumulation, n, place, memory::Kind::Gradients);
   if (stage < 2 && accumulation != dtype)
     micro_grads_ = Buffer(dtype, n, place, memory::Kind::Gradients);
-  if (stage >= 1) grads_slice_ = Buffer(accumulation, slice, place, memory::Kind::Gradients);
+  // Offloaded, reduced gradients stream into host memory, where the CPU optimizer reads them.
+  if (stage >= 1)
+    grads_slice_ = Buffer(accumulation, slice, offload.optimizer ? Place::Host : place,
+                          memory::Kind::Gradients);
 }
 
 std::string Engine::model_state_summary() const {
@@ -240,12 +310,18 @@ std::string Engine::model_state_summary() const {
   const double ranks = comm_.size();
   const double element = kernels::size_of(settings_.dtype);
   const double state = mixed() ? 12 : 8;
+  // Offloaded to host memory: the optimizer's states and gradient slice, and (offload_param)
+  // the parameter slice.
+  const bool host_states = settings_.offload.optimizer;
+  const bool host_parameters = settings_.offload.parameters;
   auto per_rank = [&](int stage) {
-    const double parameters = stage == 3 ? element * n / ranks : element * n;
+    const double parameters =
+        stage == 3 ? (host_parameters ? 0.0 : element * n / ranks) : element * n;
+    const double slice_gradients = host_states && stage >= 1 ? 0.0 : element * n / ranks;
     const double gradients = stage == 0   ? element * n
-                             : stage == 1 ? element * (n + n / ranks)
-                                          : element * n / ranks;
-    const double states = stage == 0 ? state * n : state * n / ranks;
+                             : stage == 1 ? element * n + slice_gradients
+                                          : slice_gradients;
+    const double states = host_states && stage >= 1 ? 0.0 : stage == 0 ? state * n : state * n / ranks;
     return static_cast<std::int64_t>(parameters + gradients + states);
   };
   std::string text = runtime::concat(
@@ -253,8 +329,11 @@ std::string Engine::model_state_summary() const {
       memory::format_bytes(per_rank(settings_.stage)), " of ",
       mixed() ? "mixed-precision (" + std::string(kernels::dtype_name(settings_.dtype)) + ")"
               : std::string("fp32"),
-      " model states per rank for ", layout_.unpadded_elements(), " parameters");
-  if (settings_.stage < 3)
+      " model states per rank on the device for ", layout_.unpadded_elements(), " parameters",
+      host_parameters ? " (optimizer states, gradient and parameter slices offloaded)"
+      : host_states   ? " (optimizer states and gradient slice offloaded)"
+                      : "");
+  if (settings_.stage < 3 && !host_states)
     text += runtime::concat(" (stage 3 would keep ", memory::format_bytes(per_rank(3)), ")");
   return text;
 }
@@ -272,8 +351,8 @@ void Engine::initialise_parameters() {
     }
     values.resize(static_cast<std::size_t>(end - begin));
     model::init_parameter_range(info, p, settings_.seed, begin, end, values.data());
-    backend_.convert(ConstView{values.data(), end - begin, DType::F32, backend_.compute_place()},
-                     out);
+    // Host-memory values: a parameter slice offloaded to host memory is written in place.
+    backend_.convert(ConstView{values.data(), end - begin, DType::F32, out.place}, out);
   };
   if (settings_.stage < 3) {
     for (std::size_t p = 0; p < parameters.size(); ++p) {
@@ -364,25 +443,91 @@ double Engine::gradient_norm(bool& overflow) {
   return optim::global_norm_from_sum_of_squares(sum_of_squares);
 }
 
+void Engine::initialise_host_master() {
+  // The fp32 master of the offloaded sub-groups, from the (rounded) parameters as DeepSpeed
+  // takes them; device-resident parameters come over through the staging buffer.
+  const View params = slice_parameters();
+  const std::int64_t piece = settings_.sub_group_size;
+  for (std::int64_t begin = 0; begin < host_elements_; begin += piece) {
+    const std::int64_t length = std::min(piece, host_elements_ - begin);
+    View source = params.slice(begin, length);
+    if (source.place != Place::Host) {
+      const View staged = param_staging_[0].slice(0, length);
+      backend_.copy_async(source, staged).wait();
+      source = staged;
+    }
+    backend_.convert(source, host_master_.slice(begin, length));
+  }
+}
+
+void Engine::host_optimizer_pass(bool first_pass, float grad_multiplier) {
+  // ZeRO-Offload's schedule: the CPU optimizer reads a sub-group's gradients in host memory,
+  // updates its master weights and moments and writes the new parameters in the model's dtype
+  // in the same pass (Adam; LAMB in its second); they stream to the device while the next
+  // sub-group updates.
+  const View params = slice_parameters();
+  const View grads = slice_gradients();
+  const std::int64_t piece = settings_.sub_group_size;
+  const bool writes = !first_pass || !optimizer_->needs_tensor_norms();
+  backend::Event copies[2];
+  float* master = host_master_.as<float>();
+  int group = 0;
+  for (std::int64_t begin = 0; begin < host_elements_; begin += piece, ++group) {
+    const std::int64_t end = std::min(host_elements_, begin + piece);
+    const std::int64_t length = end - begin;
+    optim::ParameterOutput out;
+    View staged;
+    int slot = 0;
+    if (writes && params.place == Place::Host) {
+      out = {params.slice(begin, length).data, params.dtype};
+    } else if (writes) {
+      slot = param_staging_[1].empty() ? 0 : group % 2;
+      copies[slot].wait();  // the copy that last read this buffer
+      staged = param_staging_[slot].slice(0, length);
+      out = {staged.data, staged.dtype};
+    }
+    if (first_pass) {
+      const View g = grads.slice(begin, length);
+      optimizer_->update_range(master + begin, optim::GradientInput{g.data, g.dtype, grad_multiplier},
+                               begin, end, out);
+    } else {
+      optimizer_->finish_range(master + begin, begin, end, out);
+    }
+    if (staged.data != nullptr)
+      copies[slot] = backend_.copy_async(staged, params.slice(begin, length));
+  }
+  for (auto& copy : copies) copy.wait();
+}
+
 void Engine::optimizer_step(const optim::StepHyper& hyper, double grad_multiplier) {
   const std::int64_t n = optimizer_->slice_elements();
+  const std::int64_t h = host_elements_;
   const std::int64_t piece = settings_.sub_group_size;
   const View params = slice_parameters();
   const View grads = slice_gradients();
-  float* master = mixed() ? master_.as<float>() : params.as<float>();
+  const auto multiplier = static_cast<float>(grad_multiplier);
   optimizer_->begin_step(segments_, hyper);
-  for (std::int64_t begin = 0; begin < n; begin += piece) {
+  if (h > 0) host_optimizer_pass(true, multiplier);
+  // The device's sub-groups (all of them without offload).
+  float* device_master = mixed() ? master_.as<float>() - h : params.as<float>();
+  for (std::int64_t begin = h; begin < n; begin += piece) {
     const std::int64_t end = std::min(n, begin + piece);
+    View g = grads.slice(begin, end - begin);
+    if (g.place != backend_.compute_place()) {
+      // Partial offload (ratio < 1): the reduced gradients are in host memory.
+      const View staged = device_grad_staging_.slice(0, end - begin);
+      backend_.copy_async(g, staged).wait();
+      g = staged;
+    }
     if (!mixed()) {
-      optimizer_->update_range(master + begin, grads.as<float>() + begin, begin, end);
+      optimizer_->update_range(device_master + begin, g.as<float>(), begin, end);
       continue;
     }
     // One sub-group of 16-bit gradients, unscaled and clipped into fp32 (DeepSpeed's
     // unscale_and_clip_grads), then the fp32 update of the master weights.
     const View unscaled = master_grads_.slice(0, end - begin);
-    backend_.convert(grads.slice(begin, end - begin), unscaled,
-                     static_cast<float>(grad_multiplier));
-    optimizer_->update_range(master + begin, unscaled.as<float>(), begin, end);
+    backend_.convert(g, unscaled, multiplier);
+    optimizer_->update_range(device_master + begin, unscaled.as<float>(), begin, end);
   }
   if (optimizer_->needs_tensor_norms()) {
     if (settings_.stage > 0 && comm_.size() > 1) {
@@ -398,11 +543,12 @@ void Engine::optimizer_step(const optim::StepHyper& hyper, double grad_multiplie
       }
       optim::unpack_split_norm_sums(packed, sums);
     }
-    for (std::int64_t begin = 0; begin < n; begin += piece)
-      optimizer_->finish_range(master + begin, begin, std::min(n, begin + piece));
+    if (h > 0) host_optimizer_pass(false, multiplier);
+    for (std::int64_t begin = h; begin < n; begin += piece)
+      optimizer_->finish_range(device_master + begin, begin, std::min(n, begin + piece));
   }
   // The model computes with the master weights rounded to its dtype.
-  if (mixed()) backend_.convert(master_.view(), params);
+  if (mixed() && n > h) backend_.convert(master_.view(), params.slice(h, n - h));
 }
 
 void Engine::inject_overflow() {
@@ -411,7 +557,7 @@ void Engine::inject_overflow() {
     return;
   const View grads = slice_gradients();
   const float inf = std::numeric_limits<float>::infinity();
-  backend_.convert(ConstView{&inf, 1, DType::F32, backend_.compute_place()}, grads.slice(0, 1));
+  backend_.convert(ConstView{&inf, 1, DType::F32, grads.place}, grads.slice(0, 1));
 }
 
 void Engine::all_gather_parameters() {
@@ -432,6 +578,7 @@ StepResult Engine::train_step(const BatchFiller& fill) {
   runtime::Stopwatch step_watch;
   StepResult result;
   const auto traffic_before = comm_.total_traffic();
+  const auto copies_before = backend_.copy_traffic();
   const double busy_before = comm_.busy_seconds();
   auto reducer_waited = [&] { return reducer_ ? reducer_->exposed_seconds() : 0.0; };
   auto coordinator_waited = [&] { return coordinator_ ? coordinator_->exposed_seconds() : 0.0; };
@@ -567,6 +714,9 @@ StepResult Engine::train_step(const BatchFiller& fill) {
   const auto traffic_after = comm_.total_traffic();
   result.bytes_sent = traffic_after.bytes_sent - traffic_before.bytes_sent;
   result.bytes_received = traffic_after.bytes_received - traffic_before.bytes_received;
+  const auto copies_after = backend_.copy_traffic();
+  result.bytes_to_host = copies_after.device_to_host - copies_before.device_to_host;
+  result.bytes_to_device = copies_after.host_to_device - copies_before.host_to_device;
   return result;
 }
 
@@ -589,7 +739,12 @@ EngineReport Engine::report() const {
     report.prefetches = coordinator_->prefetches();
   }
   report.optimizer_state_bytes =
-      optimizer_->state_bytes() + master_.bytes() + master_grads_.bytes();
+      optimizer_->state_bytes() + master_.bytes() + master_grads_.bytes() + host_master_.bytes();
+  report.offload_optimizer = settings_.offload.optimizer;
+  report.offload_parameters = settings_.offload.parameters;
+  report.host_elements = host_elements_;
+  report.host_sub_groups = (host_elements_ + settings_.sub_group_size - 1) / settings_.sub_group_size;
+  report.host_memory = host_memory_;
   report.dtype = settings_.dtype;
   report.communication_dtype = settings_.communication_dtype;
   report.skipped_steps = skipped_steps();
@@ -598,27 +753,53 @@ EngineReport Engine::report() const {
   return report;
 }
 
+Buffer Engine::stage_master_part(std::int64_t begin, std::int64_t end) {
+  // The master weights live in up to two places: [0, host_elements_) of the optimizer's range
+  // in host memory, the rest on the device (16-bit runs) or as the parameters themselves (fp32).
+  const FlatRange part = own_part_of(layout_, comm_.rank(), begin, end);
+  Buffer staged(DType::F32, part.size(), backend_.compute_place(), memory::Kind::Other);
+  const std::int64_t first = part.begin - slice_begin_;  // in the optimizer's range
+  const std::int64_t last = part.end - slice_begin_;
+  const std::int64_t host_last = std::min(last, host_elements_);
+  if (host_last > first)
+    backend_.copy_async(host_master_.slice(first, host_last - first),
+                        staged.slice(0, host_last - first))
+        .wait();
+  const std::int64_t device_first = std::max(first, host_elements_);
+  if (last > device_first) {
+    const View target = staged.slice(device_first - first, last - device_first);
+    if (mixed()) {
+      backend_.convert(master_.slice(device_first - host_elements_, last - device_first), target);
+    } else {
+      const View source = slice_parameters().slice(device_first, last - device_first);
+      if (source.place == target.place)
+        backend_.convert(source, target);
+      else
+        backend_.copy_async(source, target).wait();
+    }
+  }
+  return staged;
+}
+
 void Engine::gather_parameter(int index, float* out) {
   const auto& entry = layout_.entries().at(static_cast<std::size_t>(index));
   const View widened{out, entry.numel, DType::F32, backend_.compute_place()};
-  if (mixed()) {
-    // The fp32 master weights (what DeepSpeed's zero_to_fp32 exports), not their 16-bit copy:
-    // whole at stage 0, one slice per rank from stage 1 on.
-    if (settings_.stage == 0) {
+  if (settings_.stage == 0) {
+    // The fp32 master weights (what DeepSpeed's zero_to_fp32 exports), not their 16-bit copy.
+    if (mixed())
       backend_.convert(master_.slice(entry.offset, entry.numel), widened);
-      return;
-    }
-    all_gather_range(comm_, layout_, master_.view(), entry.offset, entry.offset + entry.numel,
-                     widened)
-        .wait();
+    else
+      backend_.convert(params_full_.slice(entry.offset, entry.numel), widened);
     return;
   }
-  if (settings_.stage < 3) {
+  if (!mixed() && settings_.stage < 3) {
     backend_.convert(params_full_.slice(entry.offset, entry.numel), widened);
     return;
   }
-  all_gather_range(comm_, layout_, params_slice_.view(), entry.offset, entry.offset + entry.numel,
-                   widened)
+  // One slice per rank: this rank's part of the master weights (in fp32 the parameters, which
+  // equal them), staged where the collective reads, then gathered.
+  Buffer part = stage_master_part(entry.offset, entry.offset + entry.numel);
+  all_gather_part(comm_, layout_, part.view(), entry.offset, entry.offset + entry.numel, widened)
       .wait();
 }
 

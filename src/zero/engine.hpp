@@ -43,6 +43,26 @@ namespace zt::zero {
 class GradientReducer;
 class ParameterCoordinator;
 
+/// ZeRO-Offload to host memory (DeepSpeed's offload_optimizer / offload_param with device cpu).
+struct OffloadSettings {
+  /// The optimizer's fp32 master weights, both moments and the reduced gradient slice live in
+  /// host memory; the CPU optimizer steps them sub-group by sub-group and the new parameters
+  /// stream back to the device. Stages 1-3.
+  bool optimizer = false;
+  /// Share of the sub-groups stepped on the host; DeepSpeed offloads the first
+  /// int(ratio x sub-groups) and keeps the rest (and their states) on the device. Stage 3.
+  double ratio = 1.0;
+  /// Stage 3: the parameter slice lives in host memory and reaches the device per gather
+  /// through at most `parameter_buffer_count` staging buffers of `parameter_buffer_size`
+  /// elements; a slice larger than `parameter_max_in_cpu` elements is refused.
+  bool parameters = false;
+  int parameter_buffer_count = 5;
+  std::int64_t parameter_buffer_size = 100'000'000;
+  std::int64_t parameter_max_in_cpu = 1'000'000'000;
+  /// Page-locked host memory when the rank has a GPU (plain aligned memory otherwise).
+  bool pin_memory = true;
+};
+
 struct EngineSettings {
   int stage = 0;
   int micro_batch = 1;
@@ -81,6 +101,7 @@ struct EngineSettings {
   /// Skip steps whose gradients hold inf or NaN: always for fp16, bf16.check_grad_overflow for
   /// bf16; DeepSpeed never checks fp32.
   bool check_overflow = false;
+  OffloadSettings offload;
   /// Test hook: on these steps (1-based, global) rank 0 writes +inf into its first gradient
   /// element after backward, so the overflow path runs end to end.
   std::vector<std::int64_t> inject_overflow_at_steps;
@@ -114,6 +135,9 @@ struct StepResult {
   PhaseTimes phases;
   std::int64_t bytes_sent = 0;  // by this rank during the step (ring volumes, see comm)
   std::int64_t bytes_received = 0;
+  /// Offload's copies between the device and host memory during the step.
+  std::int64_t bytes_to_host = 0;
+  std::int64_t bytes_to_device = 0;
 };
 
 /// What the engine holds and did, for banners, summaries and tests.
@@ -132,6 +156,12 @@ struct EngineReport {
   std::int64_t prefetches = 0;
   std::int64_t optimizer_state_bytes = 0;  // moments, and the fp32 master copy in 16 bits
   std::int64_t sub_groups = 1;
+  // Offload: sub-groups (and elements of the optimizer's range) stepped in host memory.
+  bool offload_optimizer = false;
+  bool offload_parameters = false;
+  std::int64_t host_sub_groups = 0;
+  std::int64_t host_elements = 0;
+  std::string host_memory;  // pinned or pageable, and why
   backend::DType dtype = backend::DType::F32;
   backend::DType communication_dtype = backend::DType::F32;
   std::int64_t skipped_steps = 0;
@@ -185,6 +215,12 @@ class Engine {
   /// rank's gradients overflowed.
   double gradient_norm(bool& overflow);
   void optimizer_step(const optim::StepHyper& hyper, double grad_multiplier);
+  /// The offloaded sub-groups' update (first pass) or LAMB's second pass, writing the new
+  /// parameters and streaming them to the device.
+  void host_optimizer_pass(bool first_pass, float grad_multiplier);
+  void initialise_host_master();
+  /// This rank's part of [begin, end) of the fp32 master weights, staged at the compute place.
+  backend::Buffer stage_master_part(std::int64_t begin, std::int64_t end);
   void all_gather_parameters();
   backend::View slice_parameters();
   backend::View slice_gradients();
@@ -204,8 +240,14 @@ class Engine {
   backend::Buffer grads_full_;    // stages 0-1, gradient accumulation dtype
   backend::Buffer grads_slice_;   // stages 1-3, gradient accumulation dtype
   backend::Buffer micro_grads_;   // stages 0-1 accumulating in fp32: one micro-step, model dtype
-  backend::Buffer master_;        // 16-bit runs: fp32 copy of the optimizer's range
+  backend::Buffer master_;        // 16-bit runs: fp32 copy of the range's device part
   backend::Buffer master_grads_;  // 16-bit runs: one sub-group of unscaled fp32 gradients
+  // Offload: the optimizer's range [0, host_elements_) is stepped in host memory.
+  std::int64_t host_elements_ = 0;
+  backend::Buffer host_master_;  // fp32 master weights of [0, host_elements_)
+  backend::Buffer param_staging_[2];  // host: new parameters on their way to the device
+  backend::Buffer device_grad_staging_;  // device sub-groups' gradients from host memory
+  std::string host_memory_;
   std::unique_ptr<LossScaler> scaler_;  // fp16 only
   model::ParamTable param_table_;
   model::GradTable grad_table_;

@@ -51,7 +51,8 @@ GradientReducer::GradientReducer(Source source, const FlatLayout& layout, const 
       full_(full),
       slice_(slice),
       slice_begin_(layout.slice_begin(comm.rank())),
-      slice_end_(layout.slice_end(comm.rank())) {
+      slice_end_(layout.slice_end(comm.rank())),
+      slice_in_host_memory_(slice.place != backend.compute_place()) {
   settings_.bucket_elements = std::clamp<std::int64_t>(settings_.bucket_elements, 1, INT_MAX / 2);
   if (source_ == Source::FullBuffer && full_.data == nullptr)
     throw std::invalid_argument("GradientReducer: FullBuffer needs the full gradient buffer");
@@ -67,7 +68,7 @@ GradientReducer::GradientReducer(Source source, const FlatLayout& layout, const 
     // A second window lets one fill while the other drains; pointless when one holds it all.
     window_pool_ = settings_.overlap_comm && window_capacity_ < own_total ? 2 : 1;
     for (const auto& shared : layers_.shared)
-      shared_gradients_.emplace_back(slice_.dtype, shared.range.size(), slice_.place,
+      shared_gradients_.emplace_back(slice_.dtype, shared.range.size(), backend_.compute_place(),
                                      memory::Kind::Gradients);
     shared_touched_.assign(layers_.shared.size(), false);
   }
@@ -205,7 +206,7 @@ void GradientReducer::flush(FlatRange range, View source, int window) {
     }
     if (settings_.reduce_scatter) {
       View receive = pending->destination;
-      if ((accumulate_ || staged) && mine > 0) {
+      if ((accumulate_ || staged || slice_in_host_memory_) && mine > 0) {
         pending->scratch = Buffer(wire, mine, source.place, memory::Kind::CommBuffers);
         receive = pending->scratch.view();
       }
@@ -231,7 +232,16 @@ void GradientReducer::complete_front() {
     pending.handle.wait();
   }
   const float scale = settings_.average ? 1.0f / static_cast<float>(comm_.size()) : 1.0f;
-  if (pending.destination.count > 0) {
+  if (pending.destination.count > 0 && slice_in_host_memory_) {
+    // Offloaded gradients: the reduced part streams to host memory as it completes, and is
+    // averaged and accumulated there with the arithmetic of the device path below.
+    const View landing = host_landing(pending.result.dtype, pending.result.count);
+    backend_.copy_async(pending.result, landing).wait();
+    if (pending.add)
+      backend_.add_scaled(landing, pending.destination, scale);
+    else
+      backend_.convert(landing, pending.destination, scale);
+  } else if (pending.destination.count > 0) {
     if (pending.add)
       backend_.add_scaled(pending.result, pending.destination, scale);
     else if (pending.result.data != pending.destination.data || scale != 1.0f)
@@ -239,6 +249,14 @@ void GradientReducer::complete_front() {
   }
   if (pending.window >= 0) --windows_[static_cast<std::size_t>(pending.window)]->outstanding;
   pending_.pop_front();
+}
+
+View GradientReducer::host_landing(DType dtype, std::int64_t count) {
+  if (host_landing_.dtype() != dtype || host_landing_.count() < count) {
+    host_landing_ = Buffer();
+    host_landing_ = Buffer(dtype, count, slice_.place, memory::Kind::CommBuffers);
+  }
+  return host_landing_.slice(0, count);
 }
 
 void GradientReducer::wait_window(int window) {
@@ -291,7 +309,8 @@ void GradientReducer::allocate_window(Window& window) {
   // largest layer (smaller buckets, more calls) rather than failing.
   for (;;) {
     try {
-      window.buffer = Buffer(slice_.dtype, window_capacity_, slice_.place, memory::Kind::Gradients);
+      window.buffer =
+          Buffer(slice_.dtype, window_capacity_, backend_.compute_place(), memory::Kind::Gradients);
       window.capacity = window_capacity_;
       return;
     } catch (const memory::OutOfMemory&) {

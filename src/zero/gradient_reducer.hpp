@@ -54,7 +54,8 @@ class GradientReducer {
 
   /// `full` is the full gradient buffer for Source::FullBuffer (empty for Windows); `slice`
   /// receives this rank's reduced gradients (layout.slice_elements() elements). Landing
-  /// windows are of the slice's dtype.
+  /// windows are of the slice's dtype, at the backend's compute place. A slice in host memory
+  /// (optimizer offload) receives each reduced part by a copy as the reduction completes.
   GradientReducer(Source source, const FlatLayout& layout, const LayerMap& layers,
                   comm::Communicator& comm, backend::Backend& backend,
                   const ReducerSettings& settings, backend::View full, backend::View slice);
@@ -103,6 +104,8 @@ class GradientReducer {
   void allocate_window(Window& window);
   /// The window's elements from flat address `flat` up to the window's end.
   backend::View window_from(Window& window, std::int64_t flat) const;
+  /// Host memory for one reduced part on its way into a slice in host memory.
+  backend::View host_landing(backend::DType dtype, std::int64_t count);
 
   Source source_;
   const FlatLayout& layout_;
@@ -114,6 +117,8 @@ class GradientReducer {
   backend::View slice_;
   std::int64_t slice_begin_;
   std::int64_t slice_end_;
+  bool slice_in_host_memory_;
+  backend::Buffer host_landing_;
   bool accumulate_ = false;
   double exposed_seconds_ = 0;
 

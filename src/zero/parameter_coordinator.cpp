@@ -16,18 +16,40 @@ constexpr std::size_t kMaxPrefetchesInFlight = 64;
 }  // namespace
 
 ParameterCoordinator::ParameterCoordinator(const FlatLayout& layout, const LayerMap& layers,
-                                           comm::Communicator& comm,
+                                           comm::Communicator& comm, backend::Backend& backend,
                                            const CoordinatorSettings& settings, backend::View slice)
-    : layout_(layout), layers_(layers), comm_(comm), settings_(settings), slice_(slice) {
+    : layout_(layout),
+      layers_(layers),
+      comm_(comm),
+      backend_(backend),
+      settings_(settings),
+      slice_(slice),
+      slice_in_host_memory_(slice.place != backend.compute_place()) {
   const auto& entries = layout_.entries();
+  if (slice_in_host_memory_) {
+    if (settings_.staging_buffers < 1)
+      throw runtime::UserError(
+          "zero_optimization.offload_param.buffer_count must be at least 1: parameters in host "
+          "memory reach the device through staging buffers");
+    for (const auto& entry : entries) {
+      const FlatRange part =
+          own_part_of(layout_, comm_.rank(), entry.offset, entry.offset + entry.numel);
+      if (part.size() > settings_.staging_elements)
+        throw runtime::UserError(runtime::concat(
+            "zero_optimization.offload_param.buffer_size = ", settings_.staging_elements,
+            " elements is smaller than rank ", comm_.rank(), "'s part of ", entry.name, " (",
+            part.size(), " elements): each part reaches the device through one staging buffer "
+            "(DeepSpeed asserts the same); raise buffer_size"));
+    }
+  }
   states_.resize(entries.size());
   for (std::size_t p = 0; p < entries.size(); ++p) {
     const std::int64_t numel = entries[p].numel;
     if (numel <= settings_.param_persistence_threshold &&
         persistent_elements_ + numel <= settings_.model_persistence_threshold) {
       states_[p].persistent = true;
-      states_[p].buffer =
-          backend::Buffer(slice_.dtype, numel, slice_.place, memory::Kind::Parameters);
+      states_[p].buffer = backend::Buffer(slice_.dtype, numel, backend_.compute_place(),
+                                          memory::Kind::Parameters);
       persistent_elements_ += numel;
       ++persistent_count_;
     }
@@ -99,7 +121,7 @@ std::int64_t ParameterCoordinator::PrefetchWindow::elements_before(std::int64_t 
 }
 
 ParameterCoordinator::~ParameterCoordinator() {
-  for (auto& state : states_) state.gathering = comm::Handle();  // waits
+  for (auto& state : states_) state.gathering = comm::Handle();  // waits, before staging goes
 }
 
 int ParameterCoordinator::layer_at(int position) const {
@@ -129,16 +151,34 @@ std::int64_t ParameterCoordinator::distance_to(int from, int to) const {
          elements_before_[static_cast<std::size_t>(from) + 1];
 }
 
+comm::Handle ParameterCoordinator::gather_into(int parameter, backend::View out,
+                                               backend::Buffer& staging) {
+  const auto& entry = layout_.entries()[static_cast<std::size_t>(parameter)];
+  const std::int64_t begin = entry.offset;
+  const std::int64_t end = entry.offset + entry.numel;
+  if (!slice_in_host_memory_) return all_gather_range(comm_, layout_, slice_, begin, end, out);
+  // A collective library reads device memory: this rank's part goes there first, through at
+  // most staging_buffers buffers in flight.
+  while (static_cast<int>(staged_in_flight_.size()) >= settings_.staging_buffers)
+    wait_gather(staged_in_flight_.front());
+  const FlatRange part = own_part_of(layout_, comm_.rank(), begin, end);
+  const backend::ConstView source =
+      backend::ConstView(slice_).slice(part.begin - layout_.slice_begin(comm_.rank()), part.size());
+  staging = backend::Buffer(slice_.dtype, part.size(), backend_.compute_place(),
+                            memory::Kind::Parameters);
+  backend_.copy_async(source, staging.view()).wait();
+  staged_in_flight_.push_back(parameter);
+  return all_gather_part(comm_, layout_, staging.view(), begin, end, out);
+}
+
 void ParameterCoordinator::refresh_persistent() {
-  std::vector<comm::Handle> handles;
   for (std::size_t p = 0; p < states_.size(); ++p) {
-    if (!states_[p].persistent || states_[p].buffer.empty()) continue;
-    const auto& entry = layout_.entries()[p];
-    handles.push_back(all_gather_range(comm_, layout_, slice_, entry.offset,
-                                       entry.offset + entry.numel, states_[p].buffer.view()));
+    State& state = states_[p];
+    if (!state.persistent || state.buffer.empty()) continue;
+    state.gathering = gather_into(static_cast<int>(p), state.buffer.view(), state.staging);
   }
-  runtime::ScopedTimer timer(exposed_seconds_);
-  for (auto& handle : handles) handle.wait();
+  for (std::size_t p = 0; p < states_.size(); ++p)
+    if (states_[p].persistent) wait_gather(static_cast<int>(p));
 }
 
 void ParameterCoordinator::begin_pass() {
@@ -152,10 +192,13 @@ bool ParameterCoordinator::start_gather(int parameter, bool prefetch) {
   const auto& entry = layout_.entries()[static_cast<std::size_t>(parameter)];
   for (;;) {
     try {
-      state.buffer =
-          backend::Buffer(slice_.dtype, entry.numel, slice_.place, memory::Kind::Parameters);
+      state.buffer = backend::Buffer(slice_.dtype, entry.numel, backend_.compute_place(),
+                                     memory::Kind::Parameters);
+      // From host memory the gather also needs a staging buffer on the device.
+      state.gathering = gather_into(parameter, state.buffer.view(), state.staging);
       break;
     } catch (const memory::OutOfMemory& error) {
+      state.buffer = backend::Buffer();
       // A prefetch never evicts: what it would push out is needed sooner.
       if (prefetch) return false;
       if (evict_for(entry.numel, position_)) continue;
@@ -164,8 +207,6 @@ bool ParameterCoordinator::start_gather(int parameter, bool prefetch) {
           layer_at(position_), " even after releasing every cached parameter: ", error.what()));
     }
   }
-  state.gathering = all_gather_range(comm_, layout_, slice_, entry.offset,
-                                     entry.offset + entry.numel, state.buffer.view());
   window_.mark_gathered(parameter);
   state.prefetched = prefetch;
   live_elements_ += entry.numel;
@@ -177,9 +218,14 @@ bool ParameterCoordinator::start_gather(int parameter, bool prefetch) {
 
 void ParameterCoordinator::wait_gather(int parameter) {
   State& state = states_[static_cast<std::size_t>(parameter)];
-  if (!state.gathering.pending()) return;
-  runtime::ScopedTimer timer(exposed_seconds_);
-  state.gathering.wait();
+  if (state.gathering.pending()) {
+    runtime::ScopedTimer timer(exposed_seconds_);
+    state.gathering.wait();
+  }
+  // Its staging buffer (empty when this rank holds none of the tensor) is read no more.
+  state.staging = backend::Buffer();
+  const auto staged = std::find(staged_in_flight_.begin(), staged_in_flight_.end(), parameter);
+  if (staged != staged_in_flight_.end()) staged_in_flight_.erase(staged);
 }
 
 void ParameterCoordinator::release(int parameter) {

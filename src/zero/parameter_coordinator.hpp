@@ -36,14 +36,21 @@ struct CoordinatorSettings {
   std::int64_t model_persistence_threshold = INT64_MAX;
   std::int64_t max_live_parameters = 1'000'000'000;
   std::int64_t max_reuse_distance = 1'000'000'000;
+  /// A slice in host memory (offload_param): each gather first copies this rank's part of the
+  /// tensor into a device staging buffer of at most `staging_elements` elements, with at most
+  /// `staging_buffers` of them in flight (offload_param.buffer_size and buffer_count).
+  int staging_buffers = 5;
+  std::int64_t staging_elements = 100'000'000;
 };
 
 class ParameterCoordinator {
  public:
   /// `slice` is this rank's partition of the flat parameter buffer (layout.slice_elements()
-  /// elements); gathered parameters are of its dtype and place.
+  /// elements), on the device or (offload_param) in host memory; gathered parameters are of its
+  /// dtype, at the backend's compute place.
   ParameterCoordinator(const FlatLayout& layout, const LayerMap& layers, comm::Communicator& comm,
-                       const CoordinatorSettings& settings, backend::View slice);
+                       backend::Backend& backend, const CoordinatorSettings& settings,
+                       backend::View slice);
   ~ParameterCoordinator();
   ParameterCoordinator(const ParameterCoordinator&) = delete;
   ParameterCoordinator& operator=(const ParameterCoordinator&) = delete;
@@ -75,6 +82,7 @@ class ParameterCoordinator {
   struct State {
     bool persistent = false;
     backend::Buffer buffer;   // gathered values (empty when released)
+    backend::Buffer staging;  // this rank's part on the device, while a gather from host reads it
     comm::Handle gathering;   // pending all-gather into buffer
     bool prefetched = false;  // gathered ahead of its use, not used since
   };
@@ -113,6 +121,9 @@ class ParameterCoordinator {
   std::int64_t next_use_key(int parameter, int after) const;
   std::int64_t distance_to(int from, int to) const;  // parameter elements used in (from, to)
   bool start_gather(int parameter, bool prefetch);
+  /// Starts gathering parameter p into `out`; from a slice in host memory through a staging
+  /// buffer (kept in `staging` until the gather completed).
+  comm::Handle gather_into(int parameter, backend::View out, backend::Buffer& staging);
   void wait_gather(int parameter);
   void release(int parameter);
   bool evict_for(std::int64_t elements, int keep_position);
@@ -122,8 +133,11 @@ class ParameterCoordinator {
   const FlatLayout& layout_;
   const LayerMap& layers_;
   comm::Communicator& comm_;
+  backend::Backend& backend_;
   CoordinatorSettings settings_;
   backend::View slice_;
+  bool slice_in_host_memory_;
+  std::deque<int> staged_in_flight_;  // gathers from host memory whose staging is still read
   std::vector<State> states_;
   std::vector<std::int64_t> layer_elements_;  // parameter elements each layer reads
   // Trace position p's layer reads elements_before_[p + 1] - elements_before_[p] elements.

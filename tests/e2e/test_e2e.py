@@ -338,22 +338,33 @@ class Plan(unittest.TestCase):
 
     def test_predictions_match_measured_peaks(self):
         # The plan's fp32 model states per rank against the memory tracker of real runs at
-        # 4 ranks, for stages 0-3 (within 10%), and its activation estimate.
+        # 4 ranks, for stages 0-3 (within 10%), and its activation estimate; for the rows that
+        # offload to CPU memory also what each rank keeps in host memory (the row's CPU bytes
+        # per node over the node's 4 GPUs) and the copies between device and host per step.
+        # NVMe offload is not built: its rows are not run.
+        gpus_per_node = 4
         with tempfile.TemporaryDirectory() as workdir:
             model = write_model(workdir, "plan_model.yaml", **PLAN_MODEL)
-            result, _, plan_json = self.plan(workdir, ["--model", model, "--gpus-per-node", "4",
-                                                       "--gpu-mem", "1GiB", "--cpu-mem", "1GiB",
-                                                       "--micro-batch", "2", "--seq", "32"])
+            result, _, plan_json = self.plan(workdir, ["--model", model, "--gpus-per-node",
+                                                       str(gpus_per_node), "--gpu-mem", "1GiB",
+                                                       "--cpu-mem", "1GiB", "--micro-batch", "2",
+                                                       "--seq", "32"])
             self.assertEqual(result.returncode, 0, result.stderr)
             with open(plan_json) as handle:
                 plan = json.load(handle)
+            cpu_rows = []
             for row in plan["rows"]:
-                if row["offload_optimizer"] != "none" or row["offload_param"] != "none":
+                if "nvme" in (row["offload_optimizer"], row["offload_param"]):
                     continue
-                config = os.path.join(workdir, f"stage{row['stage']}.json")
+                offloaded = row["offload_optimizer"] == "cpu" or row["offload_param"] == "cpu"
+                if offloaded:
+                    cpu_rows.append(row["name"])
+                name = row["name"].replace(" ", "_").replace("+", "")
+                config = os.path.join(workdir, f"{name}.json")
                 with open(config, "w") as handle:
                     json.dump(row["config"], handle)
-                summary, _, _ = train_config(workdir, config, 4, 2, ["--seq-len", "32"], model=model)
+                summary, _, _ = train_config(workdir, config, gpus_per_node, 2, ["--seq-len", "32"],
+                                             model=model)
                 for rank in summary["peak_bytes"]:
                     device = rank["device"]
                     measured = device["parameters"] + device["gradients"] + device["optimizer_states"]
@@ -363,6 +374,37 @@ class Plan(unittest.TestCase):
                                          f"measured {measured}")
                     self.assertLessEqual(abs(device["activations"] - plan["activation_bytes"]),
                                          0.1 * device["activations"], row["name"])
+                    # Host memory of the model states: the offloaded optimizer states, gradient
+                    # slice and parameters (or their staging), and the landing buffer of the
+                    # reduced gradients, which the plan counts in the CPU bytes too.
+                    host = rank["host"]
+                    measured_host = (host["parameters"] + host["gradients"] +
+                                     host["optimizer_states"] + host["comm_buffers"])
+                    predicted_host = row["cpu_per_node"] / gpus_per_node
+                    self.assertLessEqual(abs(measured_host - predicted_host), 0.1 * measured_host,
+                                         f"{row['name']} rank {rank['rank']}: plan {predicted_host} "
+                                         f"bytes of CPU memory, measured {measured_host} ({host})")
+                    for kind in ("parameters", "gradients", "optimizer_states", "comm_buffers"):
+                        planned = row["cpu_per_gpu"][kind]
+                        self.assertLessEqual(abs(host[kind] - planned), max(0.1 * host[kind], 4096),
+                                             f"{row['name']} rank {rank['rank']}: host {kind}: "
+                                             f"plan {planned}, measured {host[kind]}")
+                # Rank 0's copies between device and host memory in each step; the step's
+                # token ids (inputs and targets, int32) go to the device as well.
+                copies = summary["offload"]
+                tokens = 2 * 4 * 2 * 32 * row["config"]["gradient_accumulation_steps"]
+                for key in ("bytes_to_host_per_step", "bytes_to_device_per_step"):
+                    planned = row[key]
+                    self.assertEqual(len(copies[key]), 2, key)
+                    for step, copied in enumerate(copies[key]):
+                        slack = 0.1 * planned + (tokens if key == "bytes_to_device_per_step" else 0)
+                        self.assertLessEqual(abs(copied - planned), slack,
+                                             f"{row['name']} step {step + 1}: {key}: plan "
+                                             f"{planned}, measured {copied}")
+                self.assertEqual(row["offload_bytes_per_step"],
+                                 row["bytes_to_host_per_step"] + row["bytes_to_device_per_step"])
+            self.assertEqual(cpu_rows, ["stage 2 + optimizer on cpu", "stage 3 + optimizer on cpu",
+                                        "stage 3 + optimizer on cpu + parameters on cpu"])
 
 
 def read_safetensors(path):

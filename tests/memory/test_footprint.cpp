@@ -257,6 +257,31 @@ TEST(RunFootprint, GpuRunsAndTheDeviceCapLeaveHostMemoryOut) {
       << describe_footprint(capped);
 }
 
+TEST(RunFootprint, CpuOffloadMovesTheOptimizerToHostMemory) {
+  auto run = small_run();
+  run.placement = {2, Offload::Cpu, Offload::None};
+  run.settings.reduce_bucket_size = 1e4;  // a layer
+  run.settings.overlap_comm = false;
+  const double slice = 3e4 / 2;
+  const auto footprint = run_footprint(run);
+  // Device: parameters, the landing windows (one: without overlap_comm) and the scratch each
+  // reduced part is received into; host: master and moments, the gradient slice, the new
+  // parameters' staging and the landing buffer of one part.
+  EXPECT_DOUBLE_EQ(footprint.parameters, 4 * 3e4);
+  EXPECT_DOUBLE_EQ(footprint.gradients, 4 * 1e4);
+  EXPECT_EQ(footprint.optimizer_states, 0);
+  EXPECT_DOUBLE_EQ(footprint.comm_buffers, 4 * 1e4);
+  EXPECT_DOUBLE_EQ(footprint.offloaded, (12 + 4 + 4) * slice + 4 * 1e4);
+  // On a GPU the offloaded bytes are what the run needs of host memory besides data and
+  // bookkeeping; on a CPU-only run the device arena comes on top.
+  run.device_is_host = false;
+  const auto on_gpu = run_footprint(run);
+  EXPECT_DOUBLE_EQ(on_gpu.host(), on_gpu.offloaded + 4 * kMiB + on_gpu.bookkeeping);
+  EXPECT_DOUBLE_EQ(footprint.host(), on_gpu.host() + footprint.device());
+  EXPECT_TRUE(contains(describe_footprint(on_gpu), "offloaded states 332.03 KiB"))
+      << describe_footprint(on_gpu);
+}
+
 TEST(RunFootprint, AbsurdSizesGiveHugeNumbersNotOverflows) {
   auto run = small_run();
   run.model = blocks(1e30, 1e20);

@@ -3,7 +3,9 @@
 // a small model at stages 0-3 on 1, 2 and 4 ranks, with the settings `zerotrain plan`
 // recommends, DeepSpeed's defaults, and settings that exercise every rule (buckets below a
 // layer, a window per bucket, gradient accumulation, partial reuse, a max_live cap), in fp32,
-// fp16 and bf16, with gradients reduced in the training dtype and in another one (staged).
+// fp16 and bf16, with gradients reduced in the training dtype and in another one (staged); and
+// with ZeRO-Offload to CPU memory (the optimizer at stages 1-3, the parameters too at stage 3),
+// where the host's peaks and the copies of a step are checked as well.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -115,7 +117,8 @@ zt::memory::Precision precision_of(const Dtypes& dtypes, int stage) {
 }
 
 zt::zero::EngineSettings engine_settings(int stage, const zt::memory::PlanSettings& plan,
-                                         const Dtypes& dtypes) {
+                                         const Dtypes& dtypes,
+                                         const zt::memory::Placement& placement = {}) {
   zt::zero::EngineSettings settings;
   settings.dtype = dtypes.training;
   settings.communication_dtype = dtypes.communication;
@@ -136,11 +139,23 @@ zt::zero::EngineSettings engine_settings(int stage, const zt::memory::PlanSettin
   settings.sub_group_size = static_cast<std::int64_t>(plan.sub_group_size);
   settings.optimizer.lr = 1e-3;
   settings.seed = 7;
+  settings.offload.optimizer = placement.optimizer == zt::memory::Offload::Cpu;
+  settings.offload.parameters = placement.parameters == zt::memory::Offload::Cpu;
+  settings.offload.ratio = plan.offload_ratio;
+  settings.offload.parameter_buffer_count = static_cast<int>(plan.parameter_buffer_count);
   return settings;
 }
 
+// Peak bytes by kind in one place, above what it held before the engine was built.
+struct Kinds {
+  double parameters = 0, gradients = 0, optimizer_states = 0, comm_buffers = 0;
+};
+
 struct Measured {
   double parameters, gradients, optimizer_states, comm_buffers, activations, host_activations;
+  Kinds host;
+  // The engine's copies between the device and host memory in each of the two steps.
+  double bytes_to_host[2], bytes_to_device[2];
 };
 
 Measured train_and_measure(zt::comm::Communicator& comm, const zt::zero::EngineSettings& settings) {
@@ -155,6 +170,10 @@ Measured train_and_measure(zt::comm::Communicator& comm, const zt::zero::EngineS
   const auto base_comm = current(Place::Device, Kind::CommBuffers);
   const auto base_activations = current(Place::Device, Kind::Activations);
   const auto base_host = current(Place::Host, Kind::Activations);
+  const Kinds base_offloaded{static_cast<double>(current(Place::Host, Kind::Parameters)),
+                             static_cast<double>(current(Place::Host, Kind::Gradients)),
+                             static_cast<double>(current(Place::Host, Kind::OptimizerStates)),
+                             static_cast<double>(current(Place::Host, Kind::CommBuffers))};
   tracker.reset_peaks();
 
   const auto config = small_model();
@@ -173,24 +192,52 @@ Measured train_and_measure(zt::comm::Communicator& comm, const zt::zero::EngineS
                                        comm.rank(),
                                        5};
   zt::io::Sampler sampler(sampler_config, tokens);
-  for (int step = 0; step < 2; ++step)
-    engine.train_step([&](int micro, std::int32_t* inputs, std::int32_t* targets) {
-      sampler.fill_micro_batch(tokens, step, micro, inputs, targets);
-    });
-  return Measured{peak_above(Place::Device, Kind::Parameters, base_parameters),
-                  peak_above(Place::Device, Kind::Gradients, base_gradients),
-                  peak_above(Place::Device, Kind::OptimizerStates, base_states),
-                  peak_above(Place::Device, Kind::CommBuffers, base_comm),
-                  peak_above(Place::Device, Kind::Activations, base_activations),
-                  peak_above(Place::Host, Kind::Activations, base_host)};
+  Measured measured{};
+  for (int step = 0; step < 2; ++step) {
+    const auto result =
+        engine.train_step([&](int micro, std::int32_t* inputs, std::int32_t* targets) {
+          sampler.fill_micro_batch(tokens, step, micro, inputs, targets);
+        });
+    measured.bytes_to_host[step] = static_cast<double>(result.bytes_to_host);
+    measured.bytes_to_device[step] = static_cast<double>(result.bytes_to_device);
+  }
+  measured.parameters = peak_above(Place::Device, Kind::Parameters, base_parameters);
+  measured.gradients = peak_above(Place::Device, Kind::Gradients, base_gradients);
+  measured.optimizer_states = peak_above(Place::Device, Kind::OptimizerStates, base_states);
+  measured.comm_buffers = peak_above(Place::Device, Kind::CommBuffers, base_comm);
+  measured.activations = peak_above(Place::Device, Kind::Activations, base_activations);
+  measured.host_activations = peak_above(Place::Host, Kind::Activations, base_host);
+  auto host_peak = [&](Kind kind, double base) {
+    return peak_above(Place::Host, kind, static_cast<std::int64_t>(base));
+  };
+  measured.host = Kinds{host_peak(Kind::Parameters, base_offloaded.parameters),
+                        host_peak(Kind::Gradients, base_offloaded.gradients),
+                        host_peak(Kind::OptimizerStates, base_offloaded.optimizer_states),
+                        host_peak(Kind::CommBuffers, base_offloaded.comm_buffers)};
+  return measured;
 }
 
-// Within 10% (the e2e plan test's bound), and within the flat layout's alignment padding
-// (up to 15 elements per tensor, 4 bytes each) where the quantity is that small.
+// The flat layout's alignment padding: up to 15 elements per tensor, 4 bytes each.
+double padding_bytes() {
+  return 4.0 * 15 * static_cast<double>(small_model().num_tensors());
+}
+
+// Within 10% (the e2e plan test's bound), and within the padding where the quantity is that
+// small.
 void expect_close(double predicted, double measured, const std::string& what) {
-  const double padding = 4.0 * 15 * static_cast<double>(small_model().num_tensors());
-  EXPECT_LE(std::fabs(predicted - measured), std::max(0.1 * measured, padding))
+  EXPECT_LE(std::fabs(predicted - measured), std::max(0.1 * measured, padding_bytes()))
       << what << ": predicted " << predicted << ", measured " << measured;
+}
+
+// An upper bound on every rank (within the padding) that the largest rank's value comes within
+// 25% of. Every rank calls it.
+void expect_bound(zt::comm::Communicator& world, double predicted, double measured,
+                  const std::string& what) {
+  EXPECT_LE(measured, predicted + padding_bytes())
+      << what << ": predicted at most " << predicted << ", measured " << measured;
+  const double largest = world.all_reduce_scalar(measured, zt::comm::ReduceOp::Max);
+  EXPECT_GE(largest, 0.75 * predicted - padding_bytes())
+      << what << ": predicted at most " << predicted << ", the largest rank's is " << largest;
 }
 
 class FootprintMeasured : public ::testing::TestWithParam<std::tuple<int, Dtypes>> {};
@@ -248,6 +295,138 @@ INSTANTIATE_TEST_SUITE_P(
       return "stage" + std::to_string(std::get<0>(info.param)) + "_" +
              dtypes_name(std::get<1>(info.param));
     });
+
+// ZeRO-Offload to CPU memory: what stays on the device, what moves to host memory (by kind)
+// and the copies between them, against the tracker and the engine's step results.
+struct OffloadCase {
+  int stage;
+  zt::memory::Placement placement;
+  Dtypes dtypes;
+};
+
+std::string offload_case_name(const OffloadCase& test) {
+  std::string name = "stage" + std::to_string(test.stage) + "_optimizer_on_cpu";
+  if (test.placement.parameters == zt::memory::Offload::Cpu) name += "_parameters_on_cpu";
+  return name + "_" + dtypes_name(test.dtypes);
+}
+
+class FootprintMeasuredOffload : public ::testing::TestWithParam<OffloadCase> {};
+
+TEST_P(FootprintMeasuredOffload, DeviceAndHostMatchTheTracker) {
+  const OffloadCase test = GetParam();
+  auto world = zt::comm::make_mpi_communicator(MPI_COMM_WORLD);
+  auto all = variants();
+  const bool offload_parameters = test.placement.parameters == zt::memory::Offload::Cpu;
+  {
+    // Several sub-groups: the new parameters stream back through two staging buffers.
+    auto pieces = all.front();
+    pieces.name = "sub_groups";
+    pieces.settings.sub_group_size = 5000;
+    all.push_back(pieces);
+  }
+  if (test.stage == 3 && !offload_parameters) {
+    // Partial offload: half of the sub-groups (and their states) stay on the device.
+    auto partial = all.front();
+    partial.name = "ratio_half";
+    partial.settings.sub_group_size = 5000;
+    partial.settings.offload_ratio = 0.5;
+    all.push_back(partial);
+  }
+  if (offload_parameters) {
+    // One gather from host memory in flight at a time.
+    auto one = all.front();
+    one.name = "one_staging_buffer";
+    one.settings.parameter_buffer_count = 1;
+    all.push_back(one);
+  }
+  for (const auto& variant : all) {
+    SCOPED_TRACE(std::string(variant.name) + ", " + offload_case_name(test) + ", " +
+                 std::to_string(world->size()) + " ranks");
+    const Measured measured = train_and_measure(
+        *world, engine_settings(test.stage, variant.settings, test.dtypes, test.placement));
+
+    zt::memory::RunDescription run;
+    run.model =
+        zt::model::Gpt::memory_shape(small_model(), kMicroBatch, kSeqLen,
+                                     variant.settings.persistence_threshold, test.dtypes.training);
+    run.placement = test.placement;
+    run.placement.stage = test.stage;
+    run.ranks = world->size();
+    run.settings = variant.settings;
+    run.settings.precision = precision_of(test.dtypes, test.stage);
+    run.micro_batch = kMicroBatch;
+    run.seq_len = kSeqLen;
+    const auto footprint = zt::memory::run_footprint(run);
+    const auto states = zt::memory::model_states(run.model, run.placement, run.ranks, run.settings);
+
+    // Exact: what follows from the slice and the layers (within the flat layout's padding).
+    expect_close(footprint.gradients, measured.gradients, "device gradients");
+    expect_close(footprint.optimizer_states, measured.optimizer_states, "device optimizer states");
+    EXPECT_EQ(footprint.activations, measured.activations);
+    expect_close(states.host_parameters, measured.host.parameters, "host parameters");
+    expect_close(states.host_gradients, measured.host.gradients, "host gradients");
+    expect_close(states.host_optimizer_states, measured.host.optimizer_states,
+                 "host optimizer states");
+    EXPECT_DOUBLE_EQ(footprint.offloaded, states.host());
+    // Bounds: a rank's part of a bucket, or of the tensors a gather stages, depends on where
+    // the bucket or tensor falls across the slices. The model says at most the bucket (or the
+    // tensors) and at most the slice, which every rank respects and one nearly reaches.
+    expect_bound(*world, states.host_comm_buffers, measured.host.comm_buffers,
+                 "host landing buffer");
+    expect_bound(*world, footprint.comm_buffers, measured.comm_buffers,
+                 "device communication scratch");
+    if (offload_parameters) {
+      // The gathered and persistent parameters exactly; the staged parts within the bound.
+      auto resident = run.placement;
+      resident.parameters = zt::memory::Offload::None;
+      const double e = run.settings.precision.training_bytes;
+      const double gathered =
+          zt::memory::model_states(run.model, resident, run.ranks, run.settings).parameters -
+          e * run.model.parameters / run.ranks;
+      EXPECT_LE(measured.parameters, footprint.parameters + padding_bytes()) << "device parameters";
+      EXPECT_GE(measured.parameters, gathered - padding_bytes()) << "device parameters";
+    } else {
+      expect_close(footprint.parameters, measured.parameters, "device parameters");
+    }
+    // The copies of a step: the reduced gradients exactly; the parameters exactly when they
+    // live on the device, with offload_param a rank's share of every gather (its mean over the
+    // ranks). The step's token ids (inputs and targets, int32) go to the device too.
+    const double tokens =
+        2 * 4.0 * kMicroBatch * kSeqLen * variant.settings.gradient_accumulation_steps;
+    for (int step = 0; step < 2; ++step) {
+      expect_close(states.bytes_to_host, measured.bytes_to_host[step], "bytes to host per step");
+      const double to_device = measured.bytes_to_device[step] - tokens;
+      if (offload_parameters)
+        expect_close(states.bytes_to_device,
+                     world->all_reduce_scalar(to_device, zt::comm::ReduceOp::Sum) / world->size(),
+                     "bytes to the device per step, mean over the ranks");
+      else
+        expect_close(states.bytes_to_device, to_device, "bytes to the device per step");
+    }
+  }
+}
+
+std::vector<OffloadCase> offload_cases() {
+  using zt::memory::Offload;
+  std::vector<OffloadCase> cases;
+  const Dtypes precisions[] = {Dtypes{DType::F32, DType::F32}, Dtypes{DType::BF16, DType::BF16},
+                               Dtypes{DType::BF16, DType::F32},
+                               Dtypes{DType::BF16, DType::F32, true}};
+  for (const auto& dtypes : precisions) {
+    for (int stage = 1; stage <= 3; ++stage) {
+      // fp32 accumulation of 16-bit gradients is built for stages 0-1 only.
+      if (dtypes.fp32_accumulation && stage > 1) continue;
+      cases.push_back({stage, {stage, Offload::Cpu, Offload::None}, dtypes});
+    }
+    if (!dtypes.fp32_accumulation) cases.push_back({3, {3, Offload::Cpu, Offload::Cpu}, dtypes});
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(CpuOffload, FootprintMeasuredOffload, ::testing::ValuesIn(offload_cases()),
+                         [](const ::testing::TestParamInfo<OffloadCase>& info) {
+                           return offload_case_name(info.param);
+                         });
 
 double resident_bytes() {
   std::ifstream status("/proc/self/status");

@@ -60,9 +60,17 @@ TEST(Planner, ModelStatesFollowTheEngine) {
   EXPECT_DOUBLE_EQ(rows[2].gpu_model_states(), 4 * P + 4 * (slice + 2 * layer) + 8 * slice);
   // Stage 3: slices, two gathered layers, two windows.
   EXPECT_DOUBLE_EQ(rows[4].gpu_model_states(), 16 * slice + 4 * 2 * layer + 4 * 2 * layer);
-  // Offloaded optimizer: 16 bytes per slice element per rank on the node's CPU.
-  EXPECT_DOUBLE_EQ(rows[5].cpu_per_node, 8 * 16 * slice);
+  // Offloaded optimizer, per rank on the node's CPU: fp32 master and moments 12 bytes per
+  // slice element, the gradient slice 4, the new parameters' staging buffer of one sub-group
+  // (the whole slice) 4, and where a reduced part (a bucket of one layer) lands.
+  EXPECT_DOUBLE_EQ(rows[5].cpu_per_node, 8 * (20 * slice + 4 * layer));
+  EXPECT_DOUBLE_EQ(rows[5].cpu_optimizer_states, 12 * slice);
+  EXPECT_DOUBLE_EQ(rows[5].cpu_gradients, 4 * slice);
+  EXPECT_DOUBLE_EQ(rows[5].cpu_parameters, 4 * slice);
+  EXPECT_DOUBLE_EQ(rows[5].cpu_comm_buffers, 4 * layer);
   EXPECT_EQ(rows[5].gpu_optimizer_states, 0);
+  // Every reduced part is received into scratch on the GPU: both windows' buckets in flight.
+  EXPECT_DOUBLE_EQ(rows[5].gpu_comm_buffers, 4 * 2 * layer);
   // Traffic: 2 Psi (N-1)/N, stage 3 3 Psi (N-1)/N, 4 bytes each.
   EXPECT_DOUBLE_EQ(rows[2].network_bytes, 2 * 4 * P * 7 / 8);
   EXPECT_DOUBLE_EQ(rows[4].network_bytes, 3 * 4 * P * 7 / 8);
@@ -98,22 +106,123 @@ TEST(Planner, SixteenBitModelStatesFollowTheEngine) {
   EXPECT_DOUBLE_EQ(rows[4].gpu_parameters, 2 * slice + 2 * 2 * layer);  // two gathered layers
   EXPECT_DOUBLE_EQ(rows[4].gpu_gradients, 2 * windows + 2 * slice);
   EXPECT_DOUBLE_EQ(rows[4].gpu_optimizer_states, 12 * slice + 4 * slice);
-  // Reductions in the training dtype need no buffers without gradient accumulation.
-  for (const auto& row : rows) EXPECT_EQ(row.gpu_comm_buffers, 0) << row.name();
-  // Offloaded optimizer: master copy, fp32 gradients and moments on the CPU, the unscaled
-  // sub-group with them; offloaded 16-bit parameters add 2 bytes (DeepSpeed's 18 per
-  // parameter).
-  EXPECT_DOUBLE_EQ(rows[5].cpu_per_node, 8 * 16 * slice);
+  // Reductions in the training dtype need no buffers without gradient accumulation, unless
+  // the gradient slice is in host memory: then each part is received into scratch.
+  for (const auto& row : rows)
+    EXPECT_DOUBLE_EQ(row.gpu_comm_buffers, row.optimizer == Offload::None ? 0 : 2 * windows)
+        << row.name();
+  // Offloaded optimizer: the fp32 master copy and moments (12), the 16-bit gradient slice (2)
+  // and the new 16-bit parameters' staging (2) on the CPU, and one bucket's landing buffer;
+  // nothing of the optimizer on the GPU.
+  EXPECT_DOUBLE_EQ(rows[5].cpu_per_node, 8 * (16 * slice + 2 * layer));
   EXPECT_DOUBLE_EQ(rows[5].gpu_gradients, 2 * windows);
   EXPECT_EQ(rows[5].gpu_optimizer_states, 0);
-  EXPECT_DOUBLE_EQ(rows[6].cpu_per_node, 8 * 18 * slice);
-  EXPECT_DOUBLE_EQ(rows[6].gpu_parameters, 2 * 2 * layer);
+  // Offloaded parameters: the 16-bit slice itself instead of the staging; on the GPU the
+  // gathered layers and, at most, the staged parts of as many (up to buffer_count tensors).
+  EXPECT_DOUBLE_EQ(rows[6].cpu_per_node, 8 * (16 * slice + 2 * layer));
+  EXPECT_DOUBLE_EQ(rows[6].cpu_parameters, 2 * slice);
+  EXPECT_DOUBLE_EQ(rows[6].gpu_parameters, 2 * 2 * layer + 2 * 2 * layer);
   EXPECT_DOUBLE_EQ(rows[8].nvme_per_node, 8 * (12 + 4 + 2) * slice);
   // Traffic in 2 bytes: 2 Psi (N-1)/N, stage 3 3 Psi (N-1)/N.
   EXPECT_DOUBLE_EQ(rows[0].network_bytes, 2 * 2 * P * 7 / 8);
   EXPECT_DOUBLE_EQ(rows[2].network_bytes, 2 * 2 * P * 7 / 8);
   EXPECT_DOUBLE_EQ(rows[4].network_bytes, 3 * 2 * P * 7 / 8);
-  EXPECT_DOUBLE_EQ(rows[5].offload_bytes, 2 * 2 * slice);  // gradients out, parameters back
+  // Gradients out, parameters back.
+  EXPECT_DOUBLE_EQ(rows[5].bytes_to_host, 2 * slice);
+  EXPECT_DOUBLE_EQ(rows[5].bytes_to_device, 2 * slice);
+  EXPECT_DOUBLE_EQ(rows[5].offload_bytes, 2 * 2 * slice);
+}
+
+// ZeRO-Offload to CPU memory as the engine allocates and copies it (the notation of
+// planner.cpp: P elements, slice = P / W, e/a/c bytes of the training, accumulation and
+// communication dtypes, h elements stepped on the CPU).
+TEST(Planner, CpuOffloadFollowsTheEngine) {
+  using zt::memory::Placement;
+  const double P = 8e8, layer = 1e7;
+  auto shape = counts(P, layer);
+  shape.layers = 78;
+  shape.tied = P - 78 * layer;  // the embedding: 2 layers' worth, its gradient whole
+  shape.gathered_first = shape.tied;
+  shape.gathered_last = shape.tied;
+  const double W = 8, slice = P / W;
+  auto settings = zt::memory::plan_settings(shape);
+  settings.precision = zt::memory::mixed_precision(4);  // bf16, reduced in fp32
+  settings.precision.accumulation_bytes = 4;            // stage 1 accumulates in fp32
+  settings.sub_group_size = 4e7;                        // whole sub-groups of the slice
+  const Placement stage1{1, Offload::Cpu, Offload::None};
+  const auto one = zt::memory::model_states(shape, stage1, W, settings);
+  // Stage 1: the full fp32 buffer and a micro-step's bf16 gradients stay on the device, the
+  // slice moves to host memory; bf16 parameters come back through two sub-group buffers.
+  EXPECT_DOUBLE_EQ(one.gradients, 4 * P + 2 * P);
+  EXPECT_EQ(one.optimizer_states, 0);
+  EXPECT_DOUBLE_EQ(one.host_gradients, 4 * slice);
+  EXPECT_DOUBLE_EQ(one.host_optimizer_states, 12 * slice);
+  EXPECT_DOUBLE_EQ(one.host_parameters, 2 * 2 * 4e7);
+  // Reduced in the accumulation dtype: nothing to convert, but every part is received into
+  // scratch, all in flight until backward ends (overlap_comm); the largest part (a bucket of a
+  // layer) lands in host memory.
+  EXPECT_DOUBLE_EQ(one.comm_buffers, 4 * slice);
+  EXPECT_DOUBLE_EQ(one.host_comm_buffers, 4 * layer);
+  // Reduced once per step, whatever the accumulation; parameters back once.
+  settings.gradient_accumulation_steps = 4;
+  const auto accumulating = zt::memory::model_states(shape, stage1, W, settings);
+  EXPECT_DOUBLE_EQ(accumulating.bytes_to_host, 4 * slice);
+  EXPECT_DOUBLE_EQ(accumulating.bytes_to_device, 2 * slice);
+  // Stages 2-3 reduce every micro-step.
+  const auto two =
+      zt::memory::model_states(shape, Placement{2, Offload::Cpu, Offload::None}, W, settings);
+  EXPECT_DOUBLE_EQ(two.bytes_to_host, 4 * 4 * slice);
+  EXPECT_DOUBLE_EQ(two.bytes_to_device, 2 * slice);
+  EXPECT_DOUBLE_EQ(two.gradients, 2 * (2 * layer + shape.tied));
+  EXPECT_DOUBLE_EQ(two.host_gradients, 2 * slice);  // stage 2 accumulates in bf16
+  // Buckets of a layer, the tied gradient's too.
+  EXPECT_DOUBLE_EQ(two.host_comm_buffers, 4 * layer);
+  // Both windows' buckets and the tied gradient's in flight, staged in fp32 and received.
+  EXPECT_DOUBLE_EQ(two.comm_buffers, 4 * 2 * (2 * layer + shape.tied));
+
+  // Partial offload (stage 3): the first int(ratio x sub-groups) on the CPU, the rest on the
+  // device with their states, master and one sub-group of fp32 gradients and a staging buffer
+  // of one sub-group of gradients from host memory.
+  settings.gradient_accumulation_steps = 1;
+  settings.offload_ratio = 0.5;
+  const auto partial =
+      zt::memory::model_states(shape, Placement{3, Offload::Cpu, Offload::None}, W, settings);
+  const double h = 1 * 4e7;  // int(0.5 x 3 sub-groups) = 1
+  EXPECT_DOUBLE_EQ(partial.host_optimizer_states, 12 * h);
+  EXPECT_DOUBLE_EQ(partial.host_parameters, 2 * h);  // one sub-group: one staging buffer
+  EXPECT_DOUBLE_EQ(partial.host_gradients, 2 * slice);
+  EXPECT_DOUBLE_EQ(partial.optimizer_states, 12 * (slice - h) + 4 * 4e7);
+  EXPECT_DOUBLE_EQ(partial.gradients, 2 * (2 * layer + shape.tied) + 2 * 4e7);
+  EXPECT_DOUBLE_EQ(partial.bytes_to_device, 2 * h + 2 * (slice - h));
+  EXPECT_DOUBLE_EQ(partial.bytes_to_host, 4 * slice);
+  // Without a whole sub-group for the CPU everything stays on the device.
+  settings.offload_ratio = 0.2;
+  EXPECT_EQ(zt::memory::model_states(shape, Placement{3, Offload::Cpu, Offload::None}, W, settings)
+                .host_optimizer_states,
+            0);
+
+  // Parameters in host memory too: the slice there, no staging of new parameters; each gather
+  // copies this rank's part over, forward and backward (the embedding's wte read by the first
+  // and the last layer), and the persistent parameters after each step.
+  settings.offload_ratio = 1;
+  settings.precision = zt::memory::mixed_precision();
+  shape.persistent = 1e6;
+  const auto params =
+      zt::memory::model_states(shape, Placement{3, Offload::Cpu, Offload::Cpu}, W, settings);
+  EXPECT_DOUBLE_EQ(params.host_parameters, 2 * slice);
+  EXPECT_DOUBLE_EQ(params.host_optimizer_states, 12 * slice);
+  const double uses = 2 * (2 * shape.tied + 78 * layer);
+  EXPECT_DOUBLE_EQ(params.bytes_to_device, 2 * (uses + 1e6) / W);
+  EXPECT_DOUBLE_EQ(params.bytes_to_host, 2 * slice);
+  // On the device: gathered layers and persistent parameters, no slice, and the staged parts of
+  // the gathered tensors (at most buffer_count of them, each at most the slice).
+  const double gathered = shape.tied + layer;  // the head, or a block, with a layer ahead
+  EXPECT_DOUBLE_EQ(params.parameters, 2 * (gathered + 1e6) + 2 * gathered);
+  settings.parameter_buffer_count = 1;
+  EXPECT_DOUBLE_EQ(
+      zt::memory::model_states(shape, Placement{3, Offload::Cpu, Offload::Cpu}, W, settings)
+          .parameters,
+      2 * (gathered + 1e6) + 2 * layer);
 }
 
 TEST(Planner, ReductionsInAnotherDtypeStageTheirBuckets) {

@@ -5,10 +5,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
+#include "kernels/ops/dtype.hpp"
 #include "memory/tracker.hpp"
+#include "optim/host_kernels.hpp"
 #include "optim/lr_schedule.hpp"
 #include "optim/optimizer.hpp"
 
@@ -29,11 +32,18 @@ void expect_close(const std::vector<float>& actual, const std::vector<double>& e
         << what << " element " << i;
 }
 
+// One state over the whole slice, joined from its views (one per place when split).
 std::vector<float> state_values(Optimizer& optimizer, const char* name) {
+  std::vector<float> values(static_cast<std::size_t>(optimizer.slice_elements()));
+  std::int64_t covered = 0;
   for (const StateTensor& state : optimizer.state())
-    if (state.name == name) return std::vector<float>(state.data, state.data + state.size);
-  ADD_FAILURE() << "no state " << name;
-  return {};
+    if (state.name == name) {
+      EXPECT_EQ(state.offset, covered) << name << ": views out of order or with a gap";
+      std::copy(state.data, state.data + state.size, values.begin() + state.offset);
+      covered = state.offset + state.size;
+    }
+  EXPECT_EQ(covered, optimizer.slice_elements()) << "state " << name << " does not cover the slice";
+  return values;
 }
 
 const std::vector<float> kInitialParams = {0.5f, -1.0f, 2.0f, 0.0f};
@@ -347,6 +357,207 @@ TEST(Lamb, ElementsOutsideSegmentsAreUntouched) {
   optimizer->step(params.data(), grads.data(), 6, kLambSegments, hyper_for(settings, 1));
   EXPECT_EQ(params[5], 7.0f);
   EXPECT_EQ(state_values(*optimizer, "exp_avg")[5], 0.0f);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The typed, fused protocol and split state placement
+// ---------------------------------------------------------------------------------------------
+
+std::vector<float> pattern(std::int64_t n, float scale, int period, float offset) {
+  std::vector<float> values(static_cast<std::size_t>(n));
+  for (std::int64_t i = 0; i < n; ++i) values[i] = scale * static_cast<float>(i % period) + offset;
+  return values;
+}
+
+std::vector<kernels::bf16> to_bf16(const std::vector<float>& values) {
+  std::vector<kernels::bf16> out;
+  for (const float value : values) out.push_back(kernels::from_float<kernels::bf16>(value));
+  return out;
+}
+
+std::vector<kernels::fp16> to_fp16(const std::vector<float>& values) {
+  std::vector<kernels::fp16> out;
+  for (const float value : values) out.push_back(kernels::from_float<kernels::fp16>(value));
+  return out;
+}
+
+void expect_same_bits(const std::vector<float>& actual, const std::vector<float>& expected,
+                      const char* what) {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  EXPECT_EQ(std::memcmp(actual.data(), expected.data(), actual.size() * sizeof(float)), 0) << what;
+}
+
+// update_range with bf16 gradients, a multiplier and a bf16 copy is the host kernel's fused step
+// on the optimizer's states; the fp32 overload is the typed one with multiplier 1.
+TEST(Adam, TypedUpdateRangeIsTheFusedHostStep) {
+  constexpr std::int64_t kElements = 20000;
+  const OptimizerSettings settings = adam_settings(true, true);
+  const std::vector<float> start = pattern(kElements, 0.01f, 37, -0.2f);
+  const std::vector<kernels::bf16> grads = to_bf16(pattern(kElements, 0.03f, 11, -0.15f));
+  const float multiplier = 0.3f;
+
+  auto optimizer = make_optimizer(settings, kElements);
+  std::vector<float> master = start;
+  std::vector<kernels::bf16> copy(kElements);
+  optimizer->begin_step({{0, kElements, 0, true}}, hyper_for(settings, 1));
+  for (std::int64_t begin = 0; begin < kElements; begin += 7000) {
+    const std::int64_t end = std::min(begin + 7000, kElements);
+    optimizer->update_range(master.data() + begin,
+                            {grads.data() + begin, kernels::DType::BF16, multiplier}, begin, end,
+                            {copy.data() + begin, kernels::DType::BF16});
+  }
+
+  std::vector<float> expected = start, m(kElements), v(kElements);
+  const auto c = kernels::make_adam_constants(settings.lr, settings.beta1, settings.beta2,
+                                              settings.eps, settings.weight_decay, true, true, 1);
+  host::adam_step(expected.data(), grads.data(), kernels::DType::BF16, multiplier, m.data(),
+                  v.data(), kElements, c, nullptr, kernels::DType::F32);
+  expect_same_bits(master, expected, "master");
+  expect_same_bits(state_values(*optimizer, "exp_avg_sq"), v, "exp_avg_sq");
+  for (std::int64_t i = 0; i < kElements; ++i)
+    ASSERT_EQ(copy[i].bits, kernels::from_float<kernels::bf16>(master[i]).bits) << i;
+
+  // fp32 gradients: the old overload and the typed one with multiplier 1 agree
+  const std::vector<float> grads32 = pattern(kElements, 0.003f, 13, -0.02f);
+  auto old_style = make_optimizer(settings, kElements);
+  auto typed = make_optimizer(settings, kElements);
+  std::vector<float> old_master = start, typed_master = start;
+  old_style->begin_step({}, hyper_for(settings, 1));
+  typed->begin_step({}, hyper_for(settings, 1));
+  old_style->update_range(old_master.data(), grads32.data(), 0, kElements);
+  typed->update_range(typed_master.data(), {grads32.data()}, 0, kElements);
+  expect_same_bits(typed_master, old_master, "fp32 overloads");
+}
+
+TEST(Optimizer, SplitPlacementPutsTheHostPartOnTheHost) {
+  auto& tracker = memory::Tracker::instance();
+  const auto usage = [&](memory::Place place) {
+    return tracker.usage(place, memory::Kind::OptimizerStates).current;
+  };
+  const std::int64_t host_before = usage(memory::Place::Host);
+  const std::int64_t device_before = usage(memory::Place::Device);
+  {
+    auto optimizer = make_optimizer(adam_settings(true, true), 1000, StatePlacement{300});
+    EXPECT_EQ(usage(memory::Place::Host), host_before + 2 * 300 * 4);
+    EXPECT_EQ(usage(memory::Place::Device), device_before + 2 * 700 * 4);
+    EXPECT_EQ(optimizer->state_bytes(), 2 * 1000 * 4);
+    EXPECT_EQ(optimizer->state_bytes(memory::Place::Host), 2 * 300 * 4);
+    EXPECT_EQ(optimizer->state_bytes(memory::Place::Device), 2 * 700 * 4);
+    EXPECT_EQ(optimizer->state_bytes(memory::Place::Nvme), 0);
+    const std::vector<StateTensor> views = optimizer->state();
+    ASSERT_EQ(views.size(), 4u);
+    const char* names[] = {"exp_avg", "exp_avg", "exp_avg_sq", "exp_avg_sq"};
+    for (std::size_t k = 0; k < 4; ++k) {
+      EXPECT_EQ(views[k].name, names[k]);
+      EXPECT_EQ(views[k].offset, k % 2 == 0 ? 0 : 300);
+      EXPECT_EQ(views[k].size, k % 2 == 0 ? 300 : 700);
+      EXPECT_EQ(views[k].place, k % 2 == 0 ? memory::Place::Host : memory::Place::Device);
+    }
+  }
+  EXPECT_EQ(usage(memory::Place::Host), host_before);
+  EXPECT_EQ(usage(memory::Place::Device), device_before);
+
+  // all on one side: one view per state
+  auto all_host = make_optimizer(adam_settings(true, true), 10, StatePlacement{10});
+  ASSERT_EQ(all_host->state().size(), 2u);
+  EXPECT_EQ(all_host->state()[0].place, memory::Place::Host);
+  EXPECT_EQ(all_host->state_bytes(memory::Place::Host), 80);
+  auto all_device = make_optimizer(adam_settings(true, true), 10, StatePlacement{0});
+  ASSERT_EQ(all_device->state().size(), 2u);
+  EXPECT_EQ(all_device->state()[1].place, memory::Place::Device);
+  auto legacy = make_optimizer(adam_settings(true, true), 10, memory::Place::Host);
+  EXPECT_EQ(legacy->state()[0].place, memory::Place::Host);
+  EXPECT_EQ(legacy->state_bytes(memory::Place::Host), 80);
+  auto empty = make_optimizer(adam_settings(true, true), 0, StatePlacement{0});
+  EXPECT_TRUE(empty->state().empty());
+
+  EXPECT_THROW(make_optimizer(adam_settings(true, true), 10, StatePlacement{-1}),
+               std::invalid_argument);
+  EXPECT_THROW(make_optimizer(adam_settings(true, true), 10, StatePlacement{11}),
+               std::invalid_argument);
+}
+
+// A split slice steps to the same bits as an unsplit one, Adam and LAMB; a range across the
+// split is refused.
+TEST(Optimizer, SplitPlacementStepsLikeOnePlace) {
+  constexpr std::int64_t kElements = 30000;
+  constexpr std::int64_t kHost = 12345;
+  const std::vector<float> start = pattern(kElements, 0.01f, 37, -0.2f);
+  const std::vector<kernels::fp16> grads = to_fp16(pattern(kElements, 0.003f, 11, -0.015f));
+  const std::vector<TensorSegment> segments = {{0, 10000, 0, true}, {10000, 19000, 1, true}};
+  for (const OptimizerSettings& settings : {adam_settings(true, true), lamb_settings()}) {
+    auto one_place = make_optimizer(settings, kElements, memory::Place::Host);
+    auto split = make_optimizer(settings, kElements, StatePlacement{kHost});
+    std::vector<float> one_master = start, split_master = start;
+    std::vector<kernels::bf16> one_copy(kElements), split_copy(kElements);
+    for (std::int64_t step = 1; step <= 2; ++step) {
+      const auto run = [&](Optimizer& optimizer, std::vector<float>& master,
+                           std::vector<kernels::bf16>& copy,
+                           const std::vector<std::int64_t>& cuts) {
+        optimizer.begin_step(segments, hyper_for(settings, step));
+        for (std::size_t k = 0; k + 1 < cuts.size(); ++k)
+          optimizer.update_range(master.data() + cuts[k],
+                                 {grads.data() + cuts[k], kernels::DType::F16, 0.5f}, cuts[k],
+                                 cuts[k + 1], {copy.data() + cuts[k], kernels::DType::BF16});
+        if (!optimizer.needs_tensor_norms()) return;
+        for (std::size_t k = 0; k + 1 < cuts.size(); ++k)
+          optimizer.finish_range(master.data() + cuts[k], cuts[k], cuts[k + 1],
+                                 {copy.data() + cuts[k], kernels::DType::BF16});
+      };
+      // the same pieces (LAMB's partial sums add up per piece), which must respect the split
+      const std::vector<std::int64_t> cuts = {0, 5000, kHost, 20000, kElements};
+      run(*one_place, one_master, one_copy, cuts);
+      run(*split, split_master, split_copy, cuts);
+    }
+    expect_same_bits(split_master, one_master, "master");
+    expect_same_bits(state_values(*split, "exp_avg"), state_values(*one_place, "exp_avg"),
+                     "exp_avg");
+    expect_same_bits(state_values(*split, "exp_avg_sq"), state_values(*one_place, "exp_avg_sq"),
+                     "exp_avg_sq");
+    for (std::int64_t i = 0; i < kElements; ++i)
+      ASSERT_EQ(split_copy[i].bits, one_copy[i].bits) << i;
+
+    split->begin_step(segments, hyper_for(settings, 3));
+    EXPECT_THROW(
+        split->update_range(split_master.data() + kHost - 1,
+                            {grads.data() + kHost - 1, kernels::DType::F16}, kHost - 1, kHost + 1),
+        std::invalid_argument);
+    EXPECT_THROW(split->finish_range(split_master.data(), 0, kElements), std::invalid_argument);
+    split->update_range(split_master.data() + kHost, {grads.data() + kHost, kernels::DType::F16},
+                        kHost, kHost);  // empty ranges are fine anywhere
+  }
+}
+
+// LAMB writes the parameter copy in finish_range (update_range leaves it), over the whole range:
+// padding outside every segment keeps its value and gets its copy. Gradients unscaled on the fly
+// give the bits of gradients converted first.
+TEST(Lamb, FinishRangeWritesTheCopyOfTheWholeRange) {
+  const OptimizerSettings settings = lamb_settings();
+  const std::vector<float> start = {0.5f, -1.0f, 2.0f, 9.0f, 0.1f, 0.2f, 7.0f};
+  const std::vector<float> grads32 = {0.1f, -0.2f, 0.3f, 1.0f, 0.05f, -0.05f, 1.0f};
+  const std::vector<TensorSegment> segments = {{0, 3, 0, true}, {4, 2, 1, true}};
+  const std::vector<kernels::fp16> grads = to_fp16(grads32);
+  const float multiplier = 0.25f;
+
+  auto fused = make_optimizer(settings, 7);
+  std::vector<float> master = start;
+  std::vector<kernels::fp16> copy(7, kernels::fp16{0x1234});
+  fused->begin_step(segments, hyper_for(settings, 1));
+  fused->update_range(master.data(), {grads.data(), kernels::DType::F16, multiplier}, 0, 7,
+                      {copy.data(), kernels::DType::F16});
+  for (const kernels::fp16 value : copy) EXPECT_EQ(value.bits, 0x1234);  // not yet
+  fused->finish_range(master.data(), 0, 7, {copy.data(), kernels::DType::F16});
+  EXPECT_EQ(master[3], 9.0f);
+  EXPECT_EQ(master[6], 7.0f);
+  for (std::size_t i = 0; i < 7; ++i)
+    EXPECT_EQ(copy[i].bits, kernels::from_float<kernels::fp16>(master[i]).bits) << i;
+
+  std::vector<float> converted;
+  for (const kernels::fp16 g : grads) converted.push_back(multiplier * kernels::to_float(g));
+  auto separate = make_optimizer(settings, 7);
+  std::vector<float> separate_master = start;
+  separate->step(separate_master.data(), converted.data(), 7, segments, hyper_for(settings, 1));
+  expect_same_bits(master, separate_master, "master");
 }
 
 // OneCycle's momentum reaches the update through step_hyper (beta1 cycled, beta2 = 0.99).

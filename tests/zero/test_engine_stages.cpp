@@ -235,6 +235,43 @@ const Variant kVariants[] = {
        s.reduce_scatter = false;
        s.sub_group_size = 16;
      }},
+    // ZeRO-Offload: the CPU optimizer steps states in host memory, gradients stream there and
+    // parameters back, in sub-groups; the same model.
+    {"stage1_offload_optimizer", 1,
+     [](EngineSettings& s) {
+       s.offload.optimizer = true;
+       s.sub_group_size = 300;
+       s.reduce_bucket_size = 500;
+     }},
+    {"stage2_offload_optimizer_overlap", 2,
+     [](EngineSettings& s) {
+       s.offload.optimizer = true;
+       s.overlap_comm = true;
+       s.reduce_bucket_size = 400;
+     }},
+    {"stage3_offload_optimizer_and_parameters", 3,
+     [](EngineSettings& s) {
+       s.offload.optimizer = true;
+       s.offload.parameters = true;
+       s.offload.parameter_buffer_count = 2;
+       s.param_persistence_threshold = 100;
+       s.prefetch_bucket_size = 2000;
+       s.sub_group_size = 250;
+     }},
+    {"stage3_partial_offload", 3,
+     [](EngineSettings& s) {
+       s.offload.optimizer = true;
+       s.offload.ratio = 0.5;
+       s.sub_group_size = 200;
+       s.param_persistence_threshold = 0;
+     }},
+    {"stage3_offload_allreduce", 3,
+     [](EngineSettings& s) {
+       s.offload.optimizer = true;
+       s.offload.parameters = true;
+       s.reduce_scatter = false;
+       s.param_persistence_threshold = 0;
+     }},
 };
 
 INSTANTIATE_TEST_SUITE_P(Settings, Variants, ::testing::ValuesIn(kVariants),
