@@ -32,9 +32,10 @@ esac
 # The limits of issue 9: no input may hang past 60 s or need gigabytes; a 10 s unit is a
 # hang for inputs this small.
 limits=(-timeout=10 -rss_limit_mb=2048)
-# UBSan must print where; LSan ignores what libhdf5 leaks on its own error paths (not ours).
+# UBSan must print where; LSan ignores what libhdf5 leaks on its own error paths and ASan the
+# errors libhdf5 makes in its own memory (not ours; asan.supp says why).
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-export ASAN_OPTIONS=detect_leaks=1
+export ASAN_OPTIONS=detect_leaks=1:suppressions=$fuzz_src/asan.supp
 export LSAN_OPTIONS=suppressions=$fuzz_src/lsan.supp:print_suppressions=0
 
 if ! command -v "${ZT_FUZZ_CXX:-clang++}" >/dev/null; then
