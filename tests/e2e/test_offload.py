@@ -12,6 +12,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_e2e as e2e  # noqa: E402  (the shared helpers: run, write_model...)
+from test_precision import train  # noqa: E402  (zerotrain train, its summary and output)
 
 DATA = e2e.DATA
 TINY_MODEL = os.path.join(DATA, "tiny_model.yaml")
@@ -40,19 +41,6 @@ def offload_config(workdir, stage, precision="fp32", optimizer=False, parameters
     with open(path, "w") as handle:
         json.dump(config, handle)
     return path
-
-
-def train(workdir, config, ranks, steps, extra=(), model=TINY_MODEL, check=True):
-    summary = os.path.join(workdir, f"summary_{len(os.listdir(workdir))}.json")
-    args = ["train", "--config", config, "--model", model, "--steps", str(steps), "--seed", "7",
-            "--summary-json", summary, "--output-dir", os.path.join(workdir, "out")] + list(extra)
-    result = e2e.run(args, ranks=ranks, cwd=workdir, timeout=300)
-    if not check:
-        return None, result
-    if result.returncode != 0:
-        raise AssertionError(f"zerotrain failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    with open(summary) as handle:
-        return json.load(handle), result
 
 
 # Several buckets, gathers and sub-groups, so every pipeline runs more than once.

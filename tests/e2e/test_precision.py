@@ -40,9 +40,9 @@ def precision_config(workdir, stage=0, precision="fp32", communication=None, fp1
     return path
 
 
-def train(workdir, config, ranks, steps, extra=(), env=None, check=True):
+def train(workdir, config, ranks, steps, extra=(), env=None, check=True, model=TINY_MODEL):
     summary = os.path.join(workdir, f"summary_{len(os.listdir(workdir))}.json")
-    args = ["train", "--config", config, "--model", TINY_MODEL, "--steps", str(steps), "--seed", "7",
+    args = ["train", "--config", config, "--model", model, "--steps", str(steps), "--seed", "7",
             "--summary-json", summary, "--output-dir", os.path.join(workdir, "out")] + list(extra)
     saved = dict(e2e.ENV)
     try:
