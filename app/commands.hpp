@@ -32,6 +32,8 @@ struct TrainOptions {
   std::uint64_t seed = 42;
   std::optional<int> seq_len;  // default: the model's n_positions
   std::string device_memory_limit;
+  // NVMe offload's I/O interface: auto, io_uring, libaio.
+  std::string aio_backend = "auto";
   std::string save_weights;  // safetensors file of the final fp32 weights (empty: none)
   // The synthetic source's shape; given only without --data (they mean nothing with it).
   std::optional<int> synthetic_order;  // default 2
@@ -88,6 +90,25 @@ struct DataCheckOptions {
   std::string memory_limit;  // address space cap (RLIMIT_AS), e.g. "4GiB"; empty: none
 };
 int run_data_check(const DataCheckOptions& options);
+
+/// zerotrain aio-bench: the aio settings of NVMe offload swept on one folder (serial, no MPI).
+/// The lists are comma-separated, as on the command line.
+struct AioBenchOptions {
+  std::string path;  // folder of the test file (the NVMe's file system)
+  std::string size = "1GiB";
+  std::string block_sizes = "128K,1M,8M";
+  std::string queue_depths = "8,32,128";
+  std::string threads = "1,2,4";  // aio.intra_op_parallelism
+  std::string single_submit = "false";
+  std::string overlap_events = "true";
+  std::string backend = "auto";  // auto, io_uring, libaio
+  std::string csv_path;
+  std::string json_path;
+  std::string label;  // the CSV's node column (default: the short host name)
+  int part = 0;       // only combinations i with i % parts == part (job arrays)
+  int parts = 1;
+};
+int run_aio_bench(const AioBenchOptions& options);
 
 /// A --seed: decimal digits only, 0 to 2^64-1; nullopt otherwise.
 std::optional<std::uint64_t> parse_seed(const std::string& text);

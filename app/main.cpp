@@ -162,6 +162,12 @@ int main(int argc, char** argv) {
   train_command->add_option(
       "--device-memory-limit", train.device_memory_limit,
       "Cap on device bytes per rank, e.g. 64MiB (CPU runs: the tracked arena)");
+  train_command
+      ->add_option("--aio-backend", train.aio_backend,
+                   "NVMe offload's I/O interface: auto (the faster on the swap folder), "
+                   "io_uring or libaio")
+      ->check(CLI::IsMember({"auto", "io_uring", "libaio"}))
+      ->capture_default_str();
   const char* synthetic = "Synthetic data";
   train_command
       ->add_option("--synthetic-order", train.synthetic_order,
@@ -283,6 +289,47 @@ int main(int argc, char** argv) {
       ->expected(2)
       ->check(CLI::NonNegativeNumber);
 
+  zt::app::AioBenchOptions aio_bench;
+  auto* aio_bench_command = app.add_subcommand(
+      "aio-bench",
+      "Sweep NVMe offload's aio settings on a folder: GB/s per setting, the best as an aio block");
+  aio_bench_command
+      ->add_option("--path", aio_bench.path, "Folder for the test file (on the NVMe to tune)")
+      ->required();
+  aio_bench_command
+      ->add_option("--size", aio_bench.size,
+                   "Test file size (K/M/G = KiB/MiB/GiB); a multiple of 4096 x threads; held in "
+                   "memory once")
+      ->capture_default_str();
+  aio_bench_command
+      ->add_option("--block-sizes", aio_bench.block_sizes, "aio.block_size values, e.g. 128K,1M")
+      ->capture_default_str();
+  aio_bench_command->add_option("--queue-depths", aio_bench.queue_depths, "aio.queue_depth values")
+      ->capture_default_str();
+  aio_bench_command
+      ->add_option("--threads", aio_bench.threads,
+                   "aio.intra_op_parallelism values (the docs' thread_count)")
+      ->capture_default_str();
+  aio_bench_command
+      ->add_option("--single-submit", aio_bench.single_submit, "aio.single_submit: false,true")
+      ->capture_default_str();
+  aio_bench_command
+      ->add_option("--overlap-events", aio_bench.overlap_events, "aio.overlap_events: true,false")
+      ->capture_default_str();
+  aio_bench_command
+      ->add_option("--backend", aio_bench.backend, "auto (the faster here), io_uring or libaio")
+      ->capture_default_str();
+  aio_bench_command->add_option("--csv", aio_bench.csv_path, "Write one CSV row per setting");
+  aio_bench_command->add_option("--json", aio_bench.json_path, "Write the results as JSON");
+  aio_bench_command->add_option("--label", aio_bench.label,
+                                "The CSV's node column (default: the short host name)");
+  std::vector<int> aio_bench_part;
+  aio_bench_command
+      ->add_option("--part", aio_bench_part,
+                   "P N: only combinations i with i mod N = P (a job array's task P of N)")
+      ->expected(2)
+      ->check(CLI::NonNegativeNumber);
+
   if (const std::string unknown = unknown_command_message(app, argc, argv); !unknown.empty())
     return usage_error(argc, argv, unknown);
   try {
@@ -324,6 +371,13 @@ int main(int argc, char** argv) {
       data_check.parts = data_check_part[1];
     }
     return zt::app::run_data_check(data_check);
+  }
+  if (aio_bench_command->parsed()) {
+    if (aio_bench_part.size() == 2) {
+      aio_bench.part = aio_bench_part[0];
+      aio_bench.parts = aio_bench_part[1];
+    }
+    return zt::app::run_aio_bench(aio_bench);
   }
   if (estimate_command->parsed()) return zt::app::run_estimate(estimate);
   if (plan_command->parsed()) return zt::app::run_plan(plan);

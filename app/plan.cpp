@@ -49,11 +49,6 @@ nlohmann::ordered_json offload_block(Offload device) {
   return block;
 }
 
-// NVMe offload is planned but not built; CPU offload runs.
-bool needs_nvme(const memory::PlanRow& row) {
-  return row.optimizer == Offload::Nvme || row.parameters == Offload::Nvme;
-}
-
 // The plan's settings are doubles; a config holds element counts as integers. Every count
 // derives from a layer of at most kMaxPlanParameters elements, so it fits; a count that does
 // not is a bug here, never a value to write.
@@ -440,7 +435,9 @@ int plan(const PlanOptions& options, const std::string& config_path,
     const auto& chosen = rows[static_cast<std::size_t>(best)];
     const auto config = config_for(chosen, settings, options.micro_batch, precision);
     std::printf("\nrecommended: %s%s\n", chosen.name().c_str(),
-                needs_nvme(chosen) ? " (offload is planned; this build does not run it yet)" : "");
+                chosen.optimizer == Offload::Nvme || chosen.parameters == Offload::Nvme
+                    ? " (set nvme_path to a folder on each node's local NVMe disk)"
+                    : "");
     std::printf("  per node: %s of model states on its %d GPU%s, %s in CPU memory, %s on NVMe\n",
                 size_text(chosen.gpu_model_states() * machine.gpus_per_node).c_str(),
                 machine.gpus_per_node, machine.gpus_per_node == 1 ? "" : "s",

@@ -15,6 +15,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <random>
 #include <sstream>
 
 #include "app/capabilities.hpp"
@@ -38,6 +39,7 @@
 #include "memory/tracker.hpp"
 #include "model/gpt.hpp"
 #include "model/gpt_config.hpp"
+#include "offload/aio.hpp"
 #include "runtime/agreement.hpp"
 #include "runtime/device.hpp"
 #include "runtime/environment.hpp"
@@ -103,6 +105,46 @@ zero::LossScalerSettings to_loss_scaler_settings(const config::LossScalerValues&
   out.consecutive_hysteresis = in.consecutive_hysteresis;
   out.raise_error_at_min_scale = in.raise_error_at_min_scale;
   return out;
+}
+
+offload::AioSettings to_aio_settings(const config::AioConfig& in, offload::IoBackend backend) {
+  offload::AioSettings out;
+  out.block_size = in.block_size;
+  // The config reader bounds both (queue_depth <= 32768, intra_op_parallelism <= 1024).
+  out.queue_depth = static_cast<int>(in.queue_depth);
+  out.intra_op_parallelism = static_cast<int>(in.intra_op_parallelism);
+  out.single_submit = in.single_submit;
+  out.overlap_events = in.overlap_events;
+  out.backend = backend;
+  return out;
+}
+
+/// Names this job's swap folders (<nvme_path>/zerotrain-<tag>/rank<R>), the same on every
+/// rank: Slurm's job id (and step, so two steps of one job do not share files), else an id
+/// rank 0 draws from its pid and a random number.
+std::string swap_tag() {
+  return runtime::read_on_rank_zero(MPI_COMM_WORLD, [] {
+    std::string tag;
+    if (const char* job = std::getenv("SLURM_JOB_ID"); job != nullptr && *job != '\0') {
+      tag = job;
+      if (const char* step = std::getenv("SLURM_STEP_ID"); step != nullptr && *step != '\0')
+        tag += std::string("_") + step;
+    } else {
+      std::random_device device;
+      const std::uint64_t draw = (std::uint64_t{device()} << 32) ^ device();
+      char hex[17];
+      std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(draw));
+      tag = concat("pid", ::getpid(), "-", hex);
+    }
+    // A folder name: anything but letters, digits, '-', '_' and '.' becomes '_'.
+    for (char& c : tag)
+      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '_';
+    return tag;
+  });
+}
+
+const char* offload_place(bool offloaded, bool nvme) {
+  return !offloaded ? "none" : nvme ? "nvme" : "cpu";
 }
 
 // Test hook (the suite's overflow tests): ZT_TEST_INJECT_OVERFLOW="3,7" makes rank 0 write +inf
@@ -357,10 +399,16 @@ void print_breakdown(const zero::PhaseTimes& times, std::int64_t steps_in_window
   print(line);
 }
 
-/// What lives in host memory and how the optimizer steps it.
+/// What lives in host memory (and on NVMe) and how the optimizer steps it.
 std::string offload_description(const zero::EngineReport& report) {
-  std::string text = "optimizer states, fp32 master weights and reduced gradients in host memory";
-  if (report.offload_parameters) text += ", parameter slices too";
+  std::string text =
+      report.optimizer_nvme
+          ? "fp32 master weights and optimizer states on NVMe, reduced gradients in host memory"
+          : "optimizer states, fp32 master weights and reduced gradients in host memory";
+  if (report.offload_parameters)
+    text += report.parameters_nvme ? ", parameter slices in host memory up to max_in_cpu and "
+                                     "on NVMe beyond"
+                                   : ", parameter slices too";
   text += concat(" (", report.host_memory, "); CPU optimizer steps ", report.host_sub_groups,
                  " of ", report.sub_groups, " sub-groups");
   if (report.host_sub_groups < report.sub_groups)
@@ -369,6 +417,41 @@ std::string offload_description(const zero::EngineReport& report) {
                    format_count(static_cast<double>(report.slice_elements)),
                    " elements; lower sub_group_size for a finer split)");
   return text;
+}
+
+/// The NVMe banner lines: where rank 0 swaps, through which I/O interface, how many sub-groups
+/// the optimizer holds in host memory at once, and the parameters beyond max_in_cpu.
+std::vector<std::string> nvme_description(const zero::EngineReport& report,
+                                          const zero::OffloadSettings& offload) {
+  std::vector<std::string> lines;
+  const auto& aio = offload.aio;
+  lines.push_back(concat("swap folder ", report.swap_folder, " (rank 0; each rank its own)"));
+  lines.push_back(concat("aio ", report.aio_backend, "; ", report.aio_direct, "; block ",
+                         memory::format_bytes(aio.block_size), ", queue depth ", aio.queue_depth,
+                         ", ", aio.intra_op_parallelism, " thread",
+                         aio.intra_op_parallelism == 1 ? "" : "s", ", single_submit ",
+                         aio.single_submit ? "on" : "off", ", overlap_events ",
+                         aio.overlap_events ? "on" : "off"));
+  if (report.optimizer_nvme)
+    lines.push_back(concat("optimizer: ", report.swap_buffer_sets, " buffer set",
+                           report.swap_buffer_sets == 1 ? "" : "s", " (",
+                           offload.optimizer_buffer_count,
+                           " buffers of one sub-group's array) in host memory; pipeline_read ",
+                           offload.pipeline_read ? "on" : "off", ", pipeline_write ",
+                           offload.pipeline_write ? "on" : "off"));
+  if (report.parameters_nvme)
+    lines.push_back(
+        concat("parameters: ", format_count(static_cast<double>(report.nvme_parameter_elements)),
+               " of the slice's ", format_count(static_cast<double>(report.slice_elements)),
+               " elements on NVMe (beyond max_in_cpu ",
+               format_count(static_cast<double>(offload.parameter_max_in_cpu)), "), read through ",
+               offload.parameter_buffer_count, " buffers of ",
+               format_count(static_cast<double>(offload.parameter_buffer_size)), " elements"));
+  return lines;
+}
+
+bool buffered_io(const zero::EngineReport& report) {
+  return !report.aio_direct.empty() && report.aio_direct != "O_DIRECT";
 }
 
 std::string zero_description(const zero::EngineReport& report, const config::ZeroConfig& zero) {
@@ -504,11 +587,15 @@ std::string check_memory(const RunInputs& run, const runtime::ProcessInfo& proce
       model::Gpt::memory_shape(run.model, cfg.train_micro_batch_size_per_gpu, run.seq_len,
                                static_cast<double>(cfg.zero.param_persistence_threshold), dtype);
   need.placement.stage = cfg.zero.stage;
-  // ZeRO-Offload to CPU memory: the footprint then counts what the engine keeps in host memory.
-  if (cfg.zero.offload_optimizer.device == config::OffloadDevice::kCpu)
-    need.placement.optimizer = memory::Offload::Cpu;
-  if (cfg.zero.offload_param.device == config::OffloadDevice::kCpu)
-    need.placement.parameters = memory::Offload::Cpu;
+  // ZeRO-Offload to CPU memory or NVMe: the footprint then counts what the engine keeps in
+  // host memory (with NVMe its swap buffers, not the states).
+  const auto place = [](config::OffloadDevice device) {
+    return device == config::OffloadDevice::kCpu    ? memory::Offload::Cpu
+           : device == config::OffloadDevice::kNvme ? memory::Offload::Nvme
+                                                    : memory::Offload::None;
+  };
+  need.placement.optimizer = place(cfg.zero.offload_optimizer.device);
+  need.placement.parameters = place(cfg.zero.offload_param.device);
   need.ranks = process.world_size;
   auto& zero = need.settings;
   zero.precision.training_bytes = kernels::size_of(dtype);
@@ -528,6 +615,10 @@ std::string check_memory(const RunInputs& run, const runtime::ProcessInfo& proce
   zero.sub_group_size = static_cast<double>(cfg.zero.sub_group_size);
   zero.offload_ratio = cfg.zero.offload_optimizer.ratio;
   zero.parameter_buffer_count = static_cast<double>(cfg.zero.offload_param.buffer_count);
+  zero.nvme_sub_group_size = zero.sub_group_size;  // the run's own sub-groups stream from NVMe
+  zero.optimizer_buffer_count = static_cast<double>(cfg.zero.offload_optimizer.buffer_count);
+  zero.parameter_buffer_size = static_cast<double>(cfg.zero.offload_param.buffer_size);
+  zero.parameter_max_in_cpu = static_cast<double>(cfg.zero.offload_param.max_in_cpu);
   need.micro_batch = static_cast<double>(cfg.train_micro_batch_size_per_gpu);
   need.seq_len = run.seq_len;
   need.data_bytes = synthetic ? io::SyntheticMarkovSource::bytes_needed(*synthetic) : 0;
@@ -790,16 +881,38 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   {
     const auto& optimizer = cfg.zero.offload_optimizer;
     const auto& parameters = cfg.zero.offload_param;
-    settings.offload.optimizer = optimizer.device == config::OffloadDevice::kCpu;
-    settings.offload.ratio = optimizer.ratio;
-    settings.offload.parameters = parameters.device == config::OffloadDevice::kCpu;
-    settings.offload.parameter_buffer_count = static_cast<int>(
-        std::min<std::int64_t>(parameters.buffer_count, std::numeric_limits<int>::max()));
-    settings.offload.parameter_buffer_size = parameters.buffer_size;
-    settings.offload.parameter_max_in_cpu = parameters.max_in_cpu;
+    const auto to_int = [](std::int64_t value) {
+      return static_cast<int>(std::min<std::int64_t>(value, std::numeric_limits<int>::max()));
+    };
+    auto& wanted = settings.offload;
+    // NVMe is offload too: the CPU optimizer steps the range, its states in swap files.
+    wanted.optimizer = optimizer.device != config::OffloadDevice::kNone;
+    wanted.optimizer_nvme = optimizer.device == config::OffloadDevice::kNvme;
+    wanted.ratio = optimizer.ratio;
+    wanted.parameters = parameters.device != config::OffloadDevice::kNone;
+    wanted.parameters_nvme = parameters.device == config::OffloadDevice::kNvme;
+    wanted.parameter_buffer_count = to_int(parameters.buffer_count);
+    wanted.parameter_buffer_size = parameters.buffer_size;
+    wanted.parameter_max_in_cpu = parameters.max_in_cpu;
     // One allocator serves every offloaded buffer: pinned when either offload asks for it.
-    settings.offload.pin_memory = (settings.offload.optimizer && optimizer.pin_memory) ||
-                                  (settings.offload.parameters && parameters.pin_memory);
+    wanted.pin_memory =
+        (wanted.optimizer && optimizer.pin_memory) || (wanted.parameters && parameters.pin_memory);
+    offload::IoBackend backend = offload::IoBackend::Automatic;
+    try {
+      backend = offload::parse_io_backend(options.aio_backend);
+    } catch (const std::invalid_argument& error) {
+      throw UserError(concat("--aio-backend: ", error.what()));
+    }
+    wanted.aio = to_aio_settings(cfg.aio, backend);
+    if (wanted.optimizer_nvme) {
+      wanted.optimizer_nvme_path = optimizer.nvme_path;
+      wanted.optimizer_buffer_count = to_int(optimizer.buffer_count);
+      wanted.pipeline_read = optimizer.pipeline_read;
+      wanted.pipeline_write = optimizer.pipeline_write;
+    }
+    if (wanted.parameters_nvme) wanted.parameter_nvme_path = parameters.nvme_path;
+    // A collective; the config is the same on every rank, so all of them or none call it.
+    if (wanted.optimizer_nvme || wanted.parameters_nvme) wanted.swap_tag = swap_tag();
   }
 
   io::SamplerConfig sampler_config;
@@ -873,7 +986,21 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
 
   zero::Engine engine(model, *comm, settings);
   print(concat("  zero         ", zero_description(engine.report(), cfg.zero)));
-  if (settings.offload.optimizer) print(concat("  offload      ", offload_description(engine.report())));
+  if (settings.offload.optimizer)
+    print(concat("  offload      ", offload_description(engine.report())));
+  if (settings.offload.optimizer_nvme || settings.offload.parameters_nvme) {
+    const auto report = engine.report();
+    for (const auto& line : nvme_description(report, settings.offload))
+      print(concat("  nvme         ", line));
+    if (buffered_io(report))
+      print(concat("  WARNING      NVMe swap files use buffered I/O, not O_DIRECT (",
+                   report.aio_direct,
+                   "): the page cache holds swapped states too, and rates are not the disk's"));
+    // Another node's disk may differ from rank 0's: its first rank says so.
+    if (buffered_io(report) && process.rank != 0 && process.local_rank == 0)
+      runtime::warn(concat("NVMe swap files in ", report.swap_folder,
+                           " use buffered I/O, not O_DIRECT (", report.aio_direct, ")"));
+  }
   CsvMonitor csv_monitor(process.rank == 0 ? cfg.csv_monitor : config::CsvMonitorConfig{},
                          run.output_dir);
   if (csv_monitor.enabled()) print(concat("  csv_monitor  ", csv_monitor.directory(), "/"));
@@ -894,6 +1021,9 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   std::vector<std::int64_t> bytes_received_per_step;
   std::vector<std::int64_t> bytes_to_host_per_step;
   std::vector<std::int64_t> bytes_to_device_per_step;
+  std::vector<std::int64_t> nvme_bytes_read_per_step;
+  std::vector<std::int64_t> nvme_bytes_written_per_step;
+  std::vector<double> nvme_wait_seconds_per_step;
   std::vector<double> loss_scales;
   std::vector<std::int64_t> skipped_steps;
   for (std::int64_t step = 0; step < run.steps; ++step) {
@@ -917,6 +1047,9 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
     bytes_received_per_step.push_back(last.bytes_received);
     bytes_to_host_per_step.push_back(last.bytes_to_host);
     bytes_to_device_per_step.push_back(last.bytes_to_device);
+    nvme_bytes_read_per_step.push_back(last.nvme_bytes_read);
+    nvme_bytes_written_per_step.push_back(last.nvme_bytes_written);
+    nvme_wait_seconds_per_step.push_back(last.nvme_wait_seconds);
     window_seconds += last.phases.total;
     ++window_steps;
     if (step > 0) seconds_after_first_step += last.phases.total;
@@ -975,8 +1108,10 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   {
     const auto report = engine.report();
     nlohmann::json offload;
-    offload["optimizer"] = settings.offload.optimizer ? "cpu" : "none";
-    offload["parameters"] = settings.offload.parameters ? "cpu" : "none";
+    offload["optimizer"] =
+        offload_place(settings.offload.optimizer, settings.offload.optimizer_nvme);
+    offload["parameters"] =
+        offload_place(settings.offload.parameters, settings.offload.parameters_nvme);
     offload["host_memory"] = report.host_memory;
     offload["host_sub_groups"] = report.host_sub_groups;
     offload["sub_groups"] = report.sub_groups;
@@ -985,6 +1120,17 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
     // the other), per step.
     offload["bytes_to_host_per_step"] = bytes_to_host_per_step;
     offload["bytes_to_device_per_step"] = bytes_to_device_per_step;
+    // This rank's transfers to and from its swap files, per step, and the optimizer's waits.
+    offload["nvme_bytes_read_per_step"] = nvme_bytes_read_per_step;
+    offload["nvme_bytes_written_per_step"] = nvme_bytes_written_per_step;
+    offload["nvme_wait_seconds_per_step"] = nvme_wait_seconds_per_step;
+    if (settings.offload.optimizer_nvme || settings.offload.parameters_nvme) {
+      offload["swap_folder"] = report.swap_folder;
+      offload["aio_backend"] = report.aio_backend;
+      offload["aio_direct"] = report.aio_direct;
+      offload["swap_buffer_sets"] = report.swap_buffer_sets;
+      offload["nvme_parameter_elements"] = report.nvme_parameter_elements;
+    }
     summary["offload"] = offload;
   }
   summary["precision"] = kernels::dtype_name(settings.dtype);
@@ -1017,17 +1163,31 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
     print(concat("  throughput   ", format_count(tokens_per_second), " tokens/s over ",
                  process.world_size, " ranks; ", run.steps, " steps in ",
                  runtime::format_duration(train_seconds)));
+    const auto mean = [](const auto& values) {
+      double sum = 0;
+      for (const auto value : values) sum += static_cast<double>(value);
+      return values.empty() ? 0.0 : sum / static_cast<double>(values.size());
+    };
     if (settings.offload.optimizer && !bytes_to_host_per_step.empty()) {
-      const auto mean = [](const std::vector<std::int64_t>& values) {
-        double sum = 0;
-        for (const auto value : values) sum += static_cast<double>(value);
-        return sum / static_cast<double>(values.size());
-      };
       print(concat("  offload      rank 0 copies ",
                    memory::format_bytes(static_cast<std::int64_t>(mean(bytes_to_host_per_step))),
                    " to host memory and ",
                    memory::format_bytes(static_cast<std::int64_t>(mean(bytes_to_device_per_step))),
                    " to the device per step"));
+    }
+    if ((settings.offload.optimizer_nvme || settings.offload.parameters_nvme) &&
+        !nvme_bytes_read_per_step.empty()) {
+      const double read = mean(nvme_bytes_read_per_step);
+      const double written = mean(nvme_bytes_written_per_step);
+      const double waited = mean(nvme_wait_seconds_per_step);
+      char rate[64] = "no waits";
+      if (waited > 0)
+        std::snprintf(rate, sizeof rate, "%.2f GB/s while waiting",
+                      (read + written) / waited / 1e9);
+      print(concat("  nvme         rank 0 read ",
+                   memory::format_bytes(static_cast<std::int64_t>(read)), " and wrote ",
+                   memory::format_bytes(static_cast<std::int64_t>(written)), " per step (", rate,
+                   ")"));
     }
     print("  peak memory per rank:");
     print(format_memory_table(memory));

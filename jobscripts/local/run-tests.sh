@@ -25,5 +25,5 @@ else
   "$repo/jobscripts/local/fuzz.sh" --replay
 fi
 
-echo "== Slurm: jobscripts/slurm/train-cpu.sbatch on a one-node Slurm (skips unless root)"
+echo "== Slurm: train-cpu.sbatch and the aio-sweep.sbatch job array on a one-node Slurm (skips unless root)"
 ZT_BUILD_DIR=$build_dir "$repo/jobscripts/local/slurm-test.sh"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# End-to-end test of jobscripts/slurm/train-cpu.sbatch on a real one-node Slurm started here:
-# munged, slurmctld and slurmd run as root from a temporary directory (their own config, key,
-# socket, spool, state and logs; no cgroups, so it works in containers), the job script is
-# submitted with 2 tasks and a short run, and its output and summary are checked. Every daemon
-# it started is stopped and the directory removed on exit.
+# End-to-end test of jobscripts/slurm/train-cpu.sbatch and of the job array of
+# jobscripts/slurm/aio-sweep.sbatch on a real one-node Slurm started here: munged, slurmctld and
+# slurmd run as root from a temporary directory (their own config, key, socket, spool, state and
+# logs; no cgroups, so it works in containers), the training script is submitted with 2 tasks and
+# a short run, and its output and summary are checked; then a 3-task aio sweep of a small grid,
+# its CSVs and its merge. Every daemon it started is stopped and the directory removed on exit.
 # Skips (exit 0) when not root, or when Slurm is missing and cannot be installed.
 #   jobscripts/local/slurm-test.sh                 # uses build/app/zerotrain
 #   ZT_BUILD_DIR=build-x jobscripts/local/slurm-test.sh
@@ -254,4 +255,56 @@ assert placement == [(0, 0, 2), (1, 1, 2)], placement
 assert summary["launcher"].startswith("srun"), summary["launcher"]
 print(f"slurm-test: summary: world size 2, {steps} losses, final loss {summary['final_loss']:.4f}")
 PY
-say "PASS in $((SECONDS - started)) s (job $job_id: 2 ranks by srun --mpi=pmix, exit 0)"
+say "job $job_id passed: 2 ranks by srun --mpi=pmix, exit 0"
+
+# The aio sweep (jobscripts/slurm/aio-sweep.sbatch): a 3-task job array splits a grid of 8
+# settings of a 16 MiB file; the tasks are --exclusive, so on the one node they take turns; the
+# last merges. Submitted from $out, so the results go to its results/aio-sweep-<array job id>.
+aio_path=$tmp/aio-nvme
+mkdir -p "$aio_path"
+aio_rc=0
+aio_job=$(cd "$out" && ZT_BIN=$zerotrain timeout 240 sbatch --wait --parsable --partition=zt \
+  --array=0-2 --time=00:05:00 --output="$out/aio-%A_%a.out" "$repo/jobscripts/slurm/aio-sweep.sbatch" \
+  --path "$aio_path" --size 16MiB --block-sizes 128K,1M --queue-depths 8,32 --threads 1,2) || aio_rc=$?
+aio_job=${aio_job%%;*}
+for log in "$out"/aio-"$aio_job"_*.out; do
+  [[ -f $log ]] || continue
+  echo "---- ${log##*/} (the script's lines and the aio blocks)"
+  grep -E '^(aio-sweep|\{"aio"|node |overall)' "$log" || true
+done
+echo "----"
+((aio_rc != 124)) || fail "aio sweep $aio_job did not finish within 240 s"
+((aio_rc == 0)) || fail "sbatch --wait of the aio sweep $aio_job exited $aio_rc"
+aio_record=$(timeout 10 scontrol show job --oneliner "$aio_job" || true)
+completed=$(grep -c 'JobState=COMPLETED .* ExitCode=0:0' <<<"$aio_record" || true)
+((completed == 3)) || fail "aio sweep $aio_job: $completed of 3 array tasks completed with exit 0"
+results=$out/results/aio-sweep-$aio_job
+[[ -f $results/merged.txt && -f $results/best.json ]] || fail "no merge in $results"
+[[ -z $(ls -A "$aio_path") ]] || fail "the sweep left files in $aio_path: $(ls -A "$aio_path")"
+python3 - "$results" "$host" "$repo/jobscripts/slurm/aio-sweep-merge.py" <<'PY' ||
+import csv, glob, json, os, subprocess, sys
+results, host, merge = sys.argv[1:]
+parts = sorted(glob.glob(os.path.join(results, "part-*-of-3.csv")))
+assert len(parts) == 3, parts
+rows = [row for part in parts for row in csv.DictReader(open(part))]
+assert len(rows) == 8, len(rows)
+assert {row["node"] for row in rows} == {host}, {row["node"] for row in rows}
+assert all(float(row["read_gbps"]) > 0 and float(row["write_gbps"]) > 0 for row in rows)
+settings = {(r["block_size"], r["queue_depth"], r["threads"]) for r in rows}
+assert len(settings) == 8, settings  # the parts split the grid: each setting once
+merged = open(os.path.join(results, "merged.txt")).read()
+assert f"aio-sweep-merge: 8 rows from 3 files, 1 node: {host}" in merged, merged
+blocks = [json.loads(line) for line in merged.splitlines() if line.startswith('{"aio"')]
+assert len(blocks) == 2, merged  # the node's and the overall best
+for block in blocks:
+    aio = block["aio"]
+    assert type(aio["block_size"]) is int and type(aio["intra_op_parallelism"]) is int, aio
+    assert type(aio["single_submit"]) is bool and type(aio["overlap_events"]) is bool, aio
+best = json.load(open(os.path.join(results, "best.json")))
+assert best["overall"]["aio"] == blocks[-1]["aio"], best
+again = subprocess.run([sys.executable, merge, results], capture_output=True, text=True, check=True)
+assert again.stdout == merged, "merging again by hand gave another result"
+print(f"slurm-test: aio sweep: 3 array tasks, 8 settings on {host}, best {blocks[-1]['aio']}")
+PY
+  fail "the aio sweep's results in $results are wrong"
+say "PASS in $((SECONDS - started)) s (job $job_id: 2 ranks by srun --mpi=pmix; aio sweep $aio_job: 3 array tasks merged)"

@@ -317,6 +317,9 @@ struct TrainerDefaults {  // transformers TrainingArguments defaults
 };
 
 constexpr std::int64_t kDefaultStepsPerPrint = 10;
+// O_DIRECT's alignment of NVMe swap transfers (offload::kDirectAlignment; the config library
+// does not depend on the offload one).
+constexpr std::int64_t kDirectAlignment = 4096;
 
 class Resolver {
  public:
@@ -1197,10 +1200,10 @@ class Resolver {
                      ": DeepSpeed silently ignores offload_param below stage 3; set the stage "
                      "to 3, or offload only the optimizer (offload_optimizer) at stage 1 or 2");
     }
-    if (param_device == OffloadDevice::kCpu && z.offload_param.buffer_count == 0) {
+    if (param_device != OffloadDevice::kNone && z.offload_param.buffer_count == 0) {
       doc_.error(spelled(op + "buffer_count"),
-                 "0 with offload_param.device \"cpu\": parameter offload needs at least one "
-                 "staging buffer");
+                 std::string("0 with offload_param.device \"") + device_text(param_device) +
+                     "\": parameter offload needs at least one staging buffer");
     }
     // A key given in the file with a value other than DeepSpeed's default, where DeepSpeed does
     // not read it: NVMe-only keys unless the device is nvme, every key while it is "none".
@@ -1234,6 +1237,7 @@ class Resolver {
     refuse_unread(oo, opt_device,
                   {"nvme_path", "buffer_count", "pipeline_read", "pipeline_write", "fast_init"},
                   {"pin_memory", "ratio"});
+    check_nvme();
     // DeepSpeed forces contiguous gradients with CPU offload at stage 1/2 (stage_1_and_2.py).
     if (opt_device != OffloadDevice::kNone && (z.stage == 1 || z.stage == 2) &&
         !z.contiguous_gradients && is_set(p + "contiguous_gradients")) {
@@ -1256,6 +1260,105 @@ class Resolver {
                  "DeepSpeedCPUAdam) or set <\"zero_force_ds_cpu_optimizer\": false> in your "
                  "configuration file (DeepSpeed raises ZeRORuntimeException here; with false "
                  "zerotrain steps the same AdamW on the CPU)");
+    }
+  }
+
+  // NVMe offload (ZeRO-Infinity; deepspeed-keys.md §5.1, §6, deepspeed.md §1.4, §1.5, §5.4).
+  // Where each device may be used is check_offload's; here what NVMe itself needs. The swap
+  // folder's existence and permissions are checked when training starts, on every node (a
+  // check-config on a login node cannot see node-local disks).
+  void check_nvme() {
+    const ZeroConfig& z = out_.zero;
+    const std::string p = "zero_optimization.";
+    const std::string op = p + "offload_param.", oo = p + "offload_optimizer.";
+    const auto require_path = [&](const std::string& section, const OffloadConfig& offload) {
+      if (offload.device != OffloadDevice::kNvme) return;
+      const std::string key = section + "nvme_path";
+      const std::string name = section.substr(p.size(), section.size() - p.size() - 1);
+      const Setting* s = find(key);
+      if (s && !s->value.is_null() && offload.nvme_path.empty()) {
+        doc_.error(s->spelled_path, "\"\" names no folder; with " + name +
+                                        ".device \"nvme\" give the folder on the node-local "
+                                        "NVMe disk to swap to");
+      } else if (offload.nvme_path.empty()) {
+        doc_.error(key, "required with " + name +
+                            ".device \"nvme\": the folder on the node-local NVMe disk to swap "
+                            "to (DeepSpeed's default is None, with which its swapper fails)");
+      } else {
+        annotate(key,
+                 "checked when training starts: a writable folder on every node; each rank "
+                 "swaps to zerotrain-<job>/rank<R> inside it");
+      }
+    };
+    require_path(oo, z.offload_optimizer);
+    require_path(op, z.offload_param);
+    if (z.offload_param.device == OffloadDevice::kNvme && z.offload_param.buffer_size == 0) {
+      doc_.error(spelled(op + "buffer_size"),
+                 "0 with offload_param.device \"nvme\": parameters are read from NVMe through "
+                 "buffers of buffer_size elements, and one of 0 holds nothing");
+    }
+    const OffloadConfig& o = z.offload_optimizer;
+    if (o.device == OffloadDevice::kNvme) {
+      // The engine keeps three arrays of a sub-group in host buffers at once (fp32 master
+      // weights, exp_avg, exp_avg_sq; Lamb has the same three): one buffer set. Reading the
+      // next sub-group ahead and writing the previous one back each need a set more.
+      const std::int64_t sets = o.buffer_count / 3;
+      const int needed = o.pipeline_read && o.pipeline_write   ? 3
+                         : o.pipeline_read || o.pipeline_write ? 2
+                                                               : 1;
+      if (sets < needed) {
+        const std::string set_text =
+            " (a set is 3 buffers: the fp32 master weights, exp_avg and exp_avg_sq of one "
+            "sub-group)";
+        const std::string count = std::to_string(o.buffer_count);
+        if (needed == 1) {
+          doc_.error(spelled(oo + "buffer_count"),
+                     count + " is less than one buffer set" + set_text +
+                         ", which NVMe optimizer offload needs; set it to at least 3");
+        } else {
+          const std::string pipeline =
+              needed == 3       ? "offload_optimizer.pipeline_read and pipeline_write true need 3 "
+                                  "(reading sub-group k+1 and writing k-1 back while k updates)"
+              : o.pipeline_read ? "offload_optimizer.pipeline_read true needs 2 (reading "
+                                  "sub-group k+1 while k updates)"
+                                : "offload_optimizer.pipeline_write true needs 2 (writing "
+                                  "sub-group k-1 back while k updates)";
+          doc_.error(spelled(oo + "buffer_count"),
+                     count + " makes " + std::to_string(sets) + " buffer set" +
+                         (sets == 1 ? "" : "s") + set_text + ", and " + pipeline +
+                         "; set offload_optimizer.buffer_count to at least " +
+                         std::to_string(3 * needed));
+        }
+      }
+      if (o.fast_init) {
+        annotate(oo + "fast_init",
+                 "accepted, changes nothing: zerotrain always builds the fp32 master weights "
+                 "from the parameters (DeepSpeed's fast_init reads them from NVMe fp16 "
+                 "parameters); results are identical");
+      }
+    }
+    check_aio(o.device == OffloadDevice::kNvme || z.offload_param.device == OffloadDevice::kNvme);
+  }
+
+  // The aio block: values the engine cannot use are refused whether or not NVMe offload reads
+  // them; without NVMe offload the keys written are accepted and marked unused.
+  void check_aio(bool used) {
+    const std::int64_t block = out_.aio.block_size;
+    if (block % kDirectAlignment != 0) {
+      doc_.error(spelled("aio.block_size"),
+                 std::to_string(block) +
+                     " is not a multiple of 4096: swap files are read and written with "
+                     "O_DIRECT, which needs requests aligned to 4096 bytes; use a multiple "
+                     "(DeepSpeed's default 1048576, or 262144)");
+    }
+    if (used) return;
+    const std::string unused =
+        "unused: no offload device is \"nvme\" (DeepSpeed reads aio only for NVMe swapping)";
+    for (auto& [path, s] : doc_.settings) {
+      if (!starts_with(path, "aio.") || s.source != Source::kFile) continue;
+      const std::string written =
+          s.spelled_path != path && s.detail.empty() ? "written as " + s.spelled_path + "; " : "";
+      s.detail = s.detail.empty() ? written + unused : s.detail + "; " + unused;
     }
   }
 

@@ -47,14 +47,29 @@
 //    deprecated bfloat16: DeepSpeed ignores bfloat16; here a bfloat16 key that would change
 //    anything (differs from bf16's value or default) is an error. bf16.immediate_grad_update is
 //    accepted with no effect (see its entry): DeepSpeed's ZeRO optimizers do not read it.
-//  - Offload (deepspeed-keys.md §5.1): device "cpu" for offload_optimizer at stages 1-3 and for
-//    offload_param at stage 3; elsewhere (where DeepSpeed has no offload or ignores it) refused
-//    by name; "nvme" is not supported yet. A key of an offload section written with a value
-//    other than DeepSpeed's default where DeepSpeed does not read it (the NVMe-only keys unless
-//    the device is nvme, every key while it is "none") is an error. The deprecated cpu_offload /
+//  - Offload (deepspeed-keys.md §5.1): device "cpu" or "nvme" for offload_optimizer at stages
+//    1-3 (DeepSpeed silently runs "nvme" as "cpu" at stages 1-2; zerotrain swaps to NVMe there
+//    too) and for offload_param at stage 3; elsewhere (where DeepSpeed has no offload or ignores
+//    it) refused by name. A key of an offload section written with a value other than
+//    DeepSpeed's default where DeepSpeed does not read it (the NVMe-only keys unless the device
+//    is nvme, every key while it is "none") is an error. The deprecated cpu_offload /
 //    cpu_offload_param: true set the device to "cpu"; cpu_offload_use_pin_memory is not applied
 //    (DeepSpeed only warns). No "optimizer" section with optimizer offload is DeepSpeed's
 //    client-optimizer error unless zero_force_ds_cpu_optimizer is false.
+//  - NVMe (ZeRO-Infinity): nvme_path is required with device "nvme" (DeepSpeed's None fails in
+//    its swapper); whether the folder exists and is writable is checked when training starts,
+//    on every node, not here. offload_optimizer.buffer_count counts host buffers of one
+//    sub-group's array; the engine needs 3 per set (fp32 master, exp_avg, exp_avg_sq): at least
+//    1 set (buffer_count >= 3), 2 with pipeline_read or pipeline_write (>= 6), 3 with both
+//    (>= 9). offload_param nvme needs buffer_count and buffer_size >= 1. fast_init true is
+//    accepted and changes nothing (the fp32 master is always built from the parameters; the
+//    start-up print says so).
+//  - aio (deepspeed-keys.md §6): thread_count and intra_op_parallelism are one setting;
+//    block_size must be a multiple of 4096 (O_DIRECT), queue_depth in [1, 32768],
+//    intra_op_parallelism in [1, 1024]; use_gds true is not supported yet (GPUDirect Storage).
+//    Without NVMe offload the block is accepted and its written keys are marked unused. The
+//    Hugging Face guide writes the block inside zero_optimization (which DeepSpeed's strict
+//    section would reject); it is read there as the top-level aio, key by key the same setting.
 #pragma once
 
 #include <cstdint>

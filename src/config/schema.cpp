@@ -498,26 +498,29 @@ std::vector<KeySpec> build_table() {
       K("zero_optimization.offload_param.device", kStr, "none")
           .one_of({"none", "cpu", "nvme"})
           .exact_case()
-          .supports({"none", "cpu"})
-          .refused_because("NVMe offload is not built yet; \"cpu\" offloads to host memory")
-          .note("\"cpu\" at stage 3 only: DeepSpeed ignores offload_param below stage 3, "
-                "zerotrain refuses it"),
+          .honoured()
+          .note("\"cpu\" or \"nvme\" at stage 3 only: DeepSpeed ignores offload_param below "
+                "stage 3, zerotrain refuses it"),
       K("zero_optimization.offload_param.nvme_path", kStr)
           .honoured()
-          .note("NVMe only: refused whenever given (non-null) with device \"none\" or \"cpu\", "
-                "which DeepSpeed ignores it with"),
+          .note("required with device \"nvme\" (checked when training starts: it must be a "
+                "writable folder on every node); refused whenever given (non-null) with device "
+                "\"none\" or \"cpu\", which DeepSpeed ignores it with"),
       K("zero_optimization.offload_param.buffer_count", kInt, "5")
           .at_least(0)
           .honoured()
-          .note("device cpu: staging buffers for parameter fetches (at least 1)"),
+          .note("staging buffers for parameter fetches (device cpu) or NVMe reads (device "
+                "nvme); at least 1"),
       K("zero_optimization.offload_param.buffer_size", kInt, "100000000")
           .at_least(0)
           .honoured()
-          .note("device cpu: elements of one device staging buffer for parameter fetches"),
+          .note("elements of one staging buffer for parameter fetches (cpu) or NVMe reads "
+                "(nvme; at least 1)"),
       K("zero_optimization.offload_param.max_in_cpu", kInt, "1000000000")
           .at_least(0)
           .honoured()
-          .note("read by the engine with device cpu"),
+          .note("device cpu: the largest parameter slice (elements) host memory may hold; "
+                "device nvme: slice elements kept in host memory, the rest swapped to NVMe"),
       K("zero_optimization.offload_param.pin_memory", kBool, "true")
           .honoured()
           .note("pinned host memory when a GPU is present, plain aligned memory otherwise"),
@@ -525,18 +528,22 @@ std::vector<KeySpec> build_table() {
       K("zero_optimization.offload_optimizer.device", kStr, "none")
           .one_of({"none", "cpu", "nvme"})
           .exact_case()
-          .supports({"none", "cpu"})
-          .refused_because("NVMe offload is not built yet; \"cpu\" offloads to host memory")
-          .note("\"cpu\" at stages 1-3: DeepSpeed has no offload without ZeRO"),
+          .honoured()
+          .note("\"cpu\" or \"nvme\" at stages 1-3: DeepSpeed has no offload without ZeRO, "
+                "and silently runs \"nvme\" as \"cpu\" at stages 1-2; zerotrain honours "
+                "\"nvme\" at every stage"),
       K("zero_optimization.offload_optimizer.nvme_path", kStr)
           .honoured()
-          .note("NVMe only: refused whenever given (non-null) with device \"none\" or \"cpu\", "
-                "which DeepSpeed ignores it with"),
+          .note("required with device \"nvme\" (checked when training starts: it must be a "
+                "writable folder on every node); refused whenever given (non-null) with device "
+                "\"none\" or \"cpu\", which DeepSpeed ignores it with"),
       K("zero_optimization.offload_optimizer.buffer_count", kInt, "4")
           .at_least(0)
           .honoured()
-          .note("NVMe only: a value other than 4 is refused with device \"none\" or \"cpu\" "
-                "(DeepSpeed ignores it there)"),
+          .note("NVMe only: host buffers of one sub-group's array each; three make a set (fp32 "
+                "master, exp_avg, exp_avg_sq), at least 1 set, 2 with pipeline_read or "
+                "pipeline_write, 3 with both; a value other than 4 is refused with device "
+                "\"none\" or \"cpu\" (DeepSpeed ignores it there)"),
       K("zero_optimization.offload_optimizer.pin_memory", kBool, "true")
           .honoured()
           .note("pinned host memory when a GPU is present, plain aligned memory otherwise"),
@@ -550,8 +557,10 @@ std::vector<KeySpec> build_table() {
                 "it there)"),
       K("zero_optimization.offload_optimizer.fast_init", kBool, "false")
           .honoured()
-          .note("NVMe only: true is refused with device \"none\" or \"cpu\" (DeepSpeed ignores "
-                "it there)"),
+          .note("NVMe only: true is accepted with device \"nvme\" and changes nothing "
+                "(zerotrain always builds the fp32 master from the parameters; results are "
+                "identical); refused with device \"none\" or \"cpu\" (DeepSpeed ignores it "
+                "there)"),
       K("zero_optimization.offload_optimizer.ratio", kFloat, "1.0")
           .range(0, 1)
           .honoured()
@@ -561,6 +570,14 @@ std::vector<KeySpec> build_table() {
           .range(0, 1)
           .inert()
           .note("read only with super_offload, which is refused"),
+      // Hugging Face's DeepSpeed guide writes its ZeRO-Infinity example's aio block inside
+      // zero_optimization (reference/hf-guide-configs/zero3_infinity_nvme.json), which
+      // DeepSpeed's strict section would reject; the guide's configs must run unchanged, so
+      // it is read as the top-level aio (both given: each key must agree).
+      K("zero_optimization.aio", kSec)
+          .nullable()
+          .alias("aio")
+          .note("the Hugging Face guide's place for the aio block; read as the top-level aio"),
       // §5.2 zenflow: any non-null value turns it on
       K("zero_optimization.zenflow", kSec).nullable().presence(),
       K("zero_optimization.zenflow.topk_ratio", kFloat, "0.1").range(0, 1).inert(),
@@ -576,19 +593,31 @@ std::vector<KeySpec> build_table() {
       K("zero_optimization.zenflow.pt_reserved_cores_perc", kFloat, "0.5").range(0, 1).inert(),
       K("zero_optimization.zenflow.steps_per_epoch", kInt).inert(),
 
-      // ---- §6 aio (stored for the NVMe engine) ----
+      // ---- §6 aio (the NVMe swappers' I/O; unused, and said so, without NVMe offload) ----
       K("aio", kSec).nullable(),
-      K("aio.block_size", kInt, "1048576").at_least(1).honoured(),
-      K("aio.queue_depth", kInt, "8").at_least(1).honoured(),
-      K("aio.intra_op_parallelism", kInt, "1").at_least(1).honoured(),
-      K("aio.thread_count", kInt)
+      K("aio.block_size", kInt, "1048576")
           .at_least(1)
+          .honoured()
+          .note("bytes per request; a multiple of 4096 (O_DIRECT alignment)"),
+      K("aio.queue_depth", kInt, "8")
+          .range(1, 32768)
+          .honoured()
+          .note("requests in flight per worker (io_uring's largest ring is 32768)"),
+      K("aio.intra_op_parallelism", kInt, "1")
+          .range(1, 1024)
+          .honoured()
+          .note("I/O workers (threads) per transfer"),
+      K("aio.thread_count", kInt)
+          .range(1, 1024)
           .alias("aio.intra_op_parallelism")
           .note("the name DeepSpeed's docs use; DeepSpeed >= 0.16.4 ignores it silently, "
                 "zerotrain reads it as intra_op_parallelism"),
       K("aio.single_submit", kBool, "false").honoured(),
       K("aio.overlap_events", kBool, "true").honoured(),
-      K("aio.use_gds", kBool, "false").default_only(),
+      K("aio.use_gds", kBool, "false")
+          .default_only()
+          .refused_because("GPUDirect Storage: zerotrain's NVMe offload moves data through host "
+                           "memory with its aio engine"),
 
       // ---- §7 activation_checkpointing ----
       K("activation_checkpointing", kSec).nullable(),

@@ -158,7 +158,11 @@ double host_range(double range, int stage, const PlanSettings& settings) {
 }  // namespace
 
 ModelStates model_states(const ModelShape& model, const Placement& placement, double ranks,
-                         const PlanSettings& settings) {
+                         const PlanSettings& plan_settings_in) {
+  // States streamed from NVMe are stepped in sub-groups of nvme_sub_group_size (the size the
+  // recommended NVMe configs write; a run passes its own sub_group_size as both).
+  PlanSettings settings = plan_settings_in;
+  if (placement.optimizer == Offload::Nvme) settings.sub_group_size = settings.nvme_sub_group_size;
   ModelStates states;
   ranks = std::max(ranks, 1.0);
   const int stage = placement.stage;
@@ -293,43 +297,47 @@ ModelStates model_states(const ModelShape& model, const Placement& placement, do
     // The device's sub-groups copy their gradients over before their update.
     states.bytes_to_device = a * on_device;
   }
-  if (cpu_optimizer) {
+  if (offload_optimizer && placement.optimizer == Offload::Nvme) {
+    // ZeRO-Infinity: the fp32 master weights and both moments of the host range (Adam's and
+    // Lamb's alike, 12 bytes per element) live in swap files, read and written back every
+    // step through buffer sets of three sub-group arrays in host memory (buffer_count / 3 of
+    // them; the config reader refuses fewer than one).
+    const double sets = std::max(1.0, std::floor(settings.optimizer_buffer_count / 3));
+    states.host_optimizer_states = sets * 3 * 4 * std::min(piece, h);
+    states.nvme += 12 * h;
+    states.nvme_traffic += 2 * 12 * h;
+  } else if (cpu_optimizer) {
     // The CPU optimizer's fp32 master weights (in fp32 too) and Adam's moments.
     states.host_optimizer_states = (4 + 8) * h;
-    if (offload_parameters) {
-      // The slice itself; each gather copies this rank's part of its tensor to the device:
-      // every use a forward or backward gathers (those kept for reuse once) per micro-step,
-      // and the persistent parameters after each step (a rank's share of them).
-      states.host_parameters = e * slice;
-      const double uses =
-          2 * (model.gathered_first + model.layers * model.gathered_layer + model.gathered_last) -
-          stage3_kept(model, settings, nullptr);
-      states.bytes_to_device += e * (gas * std::max(0.0, uses) + persistent) / ranks;
-    } else if (h > 0) {
-      // New parameters stream to the device through two buffers of a sub-group (one when a
-      // single sub-group is offloaded), once per step.
-      states.host_parameters = (h > piece ? 2 : 1) * e * std::min(piece, h);
-      states.bytes_to_device += e * h;
-    }
   }
-  if (placement.optimizer == Offload::Nvme && stage >= 1) {
-    // Planned only (not built): the optimizer swapper keeps buffer_count (4) pinned buffers of
-    // one sub-group's tensor each; gradients and moments (and with them on NVMe, the fp32
-    // master and a 16-bit parameter copy) stream from NVMe.
-    const double half_parameters = precision.master_copy && offload_parameters ? e * slice : 0;
-    states.host_optimizer_states = 4 * 4 * std::min(settings.nvme_sub_group_size, slice);
-    states.nvme = 12 * slice;  // gradients and moments
+  if (offload_parameters) {
+    // The slice itself; each gather copies this rank's part of its tensor to the device:
+    // every use a forward or backward gathers (those kept for reuse once) per micro-step,
+    // and the persistent parameters after each step (a rank's share of them).
+    const double uses =
+        2 * (model.gathered_first + model.layers * model.gathered_layer + model.gathered_last) -
+        stage3_kept(model, settings, nullptr);
+    const double gathered_per_step = (gas * std::max(0.0, uses) + persistent) / ranks;
+    states.bytes_to_device += e * gathered_per_step;
+    states.host_parameters = e * slice;
     if (placement.parameters == Offload::Nvme) {
-      states.nvme += 4 * slice + half_parameters;
-    } else {
-      states.host_optimizer_states += 4 * slice;
-      states.host_parameters = half_parameters;
+      // Beyond max_in_cpu elements the slice lives in a swap file (in the training dtype),
+      // read through buffer_count buffers of buffer_size elements by each gather of its part,
+      // and written back after the step.
+      const double on_nvme = std::max(0.0, slice - std::max(settings.parameter_max_in_cpu, 0.0));
+      if (on_nvme > 0) {
+        const double count = std::max(settings.parameter_buffer_count, 1.0);
+        const double buffer = std::max(settings.parameter_buffer_size, 1.0);
+        states.host_parameters = e * (slice - on_nvme) + e * count * std::min(buffer, on_nvme);
+        states.nvme += e * on_nvme;
+        states.nvme_traffic += e * on_nvme * (1 + gathered_per_step / std::max(slice, 1.0));
+      }
     }
-    states.host_gradients = 0;
-    states.host_comm_buffers = 0;
-    // Gradients out, parameters back, in the training dtype.
-    states.bytes_to_host = e * slice;
-    states.bytes_to_device = e * slice;
+  } else if (offload_optimizer && h > 0) {
+    // New parameters stream to the device through two buffers of a sub-group (one when a
+    // single sub-group is offloaded), once per step.
+    states.host_parameters = (h > piece ? 2 : 1) * e * std::min(piece, h);
+    states.bytes_to_device += e * h;
   }
   return states;
 }
@@ -373,12 +381,11 @@ std::vector<PlanRow> make_plan(const ModelShape& model, const Machine& machine,
     row.bytes_to_host = states.bytes_to_host;
     row.bytes_to_device = states.bytes_to_device;
     row.offload_bytes = states.bytes_to_host + states.bytes_to_device;
-    if (combination.optimizer == Offload::Nvme) {
-      // Read and write what lives there (moments, gradients, master slice) every step.
-      const double nvme_per_rank = 2 * states.nvme;
-      row.offload_bytes += nvme_per_rank;
+    if (states.nvme_traffic > 0) {
+      // Read and written back every step: the optimizer's states, the parameters' NVMe part.
+      row.offload_bytes += states.nvme_traffic;
       if (machine.nvme_bandwidth > 0)
-        row.nvme_seconds = per_node * nvme_per_rank / machine.nvme_bandwidth;
+        row.nvme_seconds = per_node * states.nvme_traffic / machine.nvme_bandwidth;
     }
 
     // Written so that a NaN anywhere (a shape the app should have refused) never fits.

@@ -12,9 +12,13 @@
 // memory tracker of a real run. With the optimizer offloaded to CPU memory (ZeRO-Offload) the
 // device keeps parameters and landing windows, the host the optimizer's fp32 master weights and
 // moments, the reduced gradient slice and the buffers the engine stages them through, and
-// offload_bytes is what the engine copies between the two per step. The same arithmetic
-// (model_states) gives a run's footprint (footprint.hpp) with the run's own zero_optimization
-// settings instead of the recommended ones.
+// offload_bytes is what the engine copies between the two per step. With the optimizer on NVMe
+// (ZeRO-Infinity) the fp32 master weights and moments move to swap files and the host keeps
+// the swap buffers (buffer_count / 3 sets of three sub-group arrays) instead; with the
+// parameters on NVMe the slice beyond max_in_cpu is there too, read through buffer_count
+// buffers of buffer_size elements; nvme_traffic is what a step reads and writes. The same
+// arithmetic (model_states) gives a run's footprint (footprint.hpp) with the run's own
+// zero_optimization settings instead of the recommended ones.
 #pragma once
 
 #include <cstdint>
@@ -145,8 +149,15 @@ struct PlanSettings {
   /// are stepped on the CPU, the rest (and their states) stay on the device.
   double offload_ratio = 1;
   /// offload_param.buffer_count: gathers from host memory in flight, each staging this rank's
-  /// part of its tensor on the device.
+  /// part of its tensor on the device; with the parameters on NVMe also the buffers their
+  /// reads go through.
   double parameter_buffer_count = 5;
+  /// offload_param.buffer_size (elements of one NVMe read buffer) and max_in_cpu (slice
+  /// elements kept in host memory; the rest is on NVMe).
+  double parameter_buffer_size = 1e8;
+  double parameter_max_in_cpu = 1e9;
+  /// offload_optimizer.buffer_count: host buffers of one sub-group's array; three make a set.
+  double optimizer_buffer_count = 4;
 };
 
 /// The settings the recommended configs use for this model: buckets of one layer.
@@ -180,12 +191,15 @@ struct ModelStates {
   // Offloaded to host memory (pinned with a GPU), by the memory tracker's kinds.
   double host_parameters = 0;        // offload_param's slice, or the new parameters' staging
   double host_gradients = 0;         // the reduced gradient slice
-  double host_optimizer_states = 0;  // fp32 master weights and moments (NVMe: its staging)
+  double host_optimizer_states = 0;  // fp32 master weights and moments (NVMe: swap buffers)
   double host_comm_buffers = 0;      // where a reduced part lands on its way into the slice
   double host() const {
     return host_parameters + host_gradients + host_optimizer_states + host_comm_buffers;
   }
+  // On NVMe: the optimizer's fp32 master weights and moments of the offloaded range (12 bytes
+  // per element), and with offload_param the slice beyond max_in_cpu (training dtype).
   double nvme = 0;
+  double nvme_traffic = 0;  // bytes read from and written to NVMe per step
   // GPU<->CPU copies per step: reduced gradients to the host (communication dtype),
   // parameters back to the device (training dtype; with offload_param every gather's part).
   double bytes_to_host = 0;

@@ -161,7 +161,8 @@ Optimizer::Optimizer(const OptimizerSettings& settings, std::int64_t slice_eleme
     throw std::invalid_argument("optimizer states: " + std::to_string(placement.host_elements) +
                                 " host elements outside a slice of " +
                                 std::to_string(slice_elements));
-  add_part(0, placement.host_elements, memory::Place::Host);
+  add_part(0, placement.host_elements,
+           placement.host_states_swapped ? memory::Place::Nvme : memory::Place::Host);
   add_part(placement.host_elements, slice_elements - placement.host_elements,
            memory::Place::Device);
 }
@@ -172,6 +173,10 @@ void Optimizer::add_part(std::int64_t offset, std::int64_t size, memory::Place p
   part.offset = offset;
   part.size = size;
   part.place = place;
+  if (place == memory::Place::Nvme) {  // in swap files; bound range by range
+    parts_.push_back(std::move(part));
+    return;
+  }
   part.exp_avg = memory::TrackedBuffer<float>(static_cast<std::size_t>(size), place,
                                               memory::Kind::OptimizerStates);
   part.exp_avg_sq = memory::TrackedBuffer<float>(static_cast<std::size_t>(size), place,
@@ -191,8 +196,29 @@ Optimizer::StateRange Optimizer::states_at(std::int64_t begin, std::int64_t end)
   const std::ptrdiff_t p = begin < end ? part_of(begin, end) : -1;
   if (p < 0) return {};
   StatePart& part = parts_[static_cast<std::size_t>(p)];
+  if (part.place == memory::Place::Nvme) {
+    if (begin < part.bound_begin || end > part.bound_end)
+      throw std::logic_error("optimizer range " + range_text(begin, end) +
+                             " of swapped states outside the bound range " +
+                             range_text(part.bound_begin, part.bound_end));
+    return {part.bound_exp_avg + (begin - part.bound_begin),
+            part.bound_exp_avg_sq + (begin - part.bound_begin)};
+  }
   return {part.exp_avg.data() + (begin - part.offset),
           part.exp_avg_sq.data() + (begin - part.offset)};
+}
+
+void Optimizer::bind_swapped_states(std::int64_t begin, std::int64_t end, float* exp_avg,
+                                    float* exp_avg_sq) {
+  const std::ptrdiff_t p = begin < end ? part_of(begin, end) : -1;
+  if (p < 0 || parts_[static_cast<std::size_t>(p)].place != memory::Place::Nvme)
+    throw std::logic_error("optimizer range " + range_text(begin, end) +
+                           " is not one of swapped states");
+  StatePart& part = parts_[static_cast<std::size_t>(p)];
+  part.bound_begin = begin;
+  part.bound_end = end;
+  part.bound_exp_avg = exp_avg;
+  part.bound_exp_avg_sq = exp_avg_sq;
 }
 
 Optimizer::~Optimizer() = default;
@@ -274,7 +300,9 @@ std::int64_t Optimizer::state_bytes() const {
 std::int64_t Optimizer::state_bytes(memory::Place place) const {
   std::int64_t bytes = 0;
   for (const StatePart& part : parts_)
-    if (part.place == place)
+    if (part.place == place && place == memory::Place::Nvme)
+      bytes += 2 * part.size * static_cast<std::int64_t>(sizeof(float));
+    else if (part.place == place)
       bytes +=
           static_cast<std::int64_t>((part.exp_avg.size() + part.exp_avg_sq.size()) * sizeof(float));
   return bytes;

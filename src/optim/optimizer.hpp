@@ -113,6 +113,9 @@ struct ParameterOutput {
 /// Place::Host, the rest at Place::Device (two tracked buffers per state when both are used).
 struct StatePlacement {
   std::int64_t host_elements = 0;
+  /// NVMe offload: the host part's states live in swap files; the caller binds host buffers
+  /// holding one range of them at a time (bind_swapped_states) before updating that range.
+  bool host_states_swapped = false;
 };
 
 /// A view of one contiguous buffer of one state array, for checkpoints and swapping: slice
@@ -191,7 +194,13 @@ class Optimizer {
   /// The state arrays, for checkpoints and NVMe swapping (writable: a restore fills them): one
   /// view per state and contiguous buffer, all of exp_avg's in slice order, then exp_avg_sq's.
   std::vector<StateTensor> state();
-  /// Bytes of optimizer state owned (2 fp32 arrays of the slice's length).
+  /// NVMe offload: the swapped states of slice elements [begin, end) are at `exp_avg` and
+  /// `exp_avg_sq` until the next bind; update_range / finish_range of a swapped range must lie
+  /// inside the bound one (std::logic_error otherwise).
+  void bind_swapped_states(std::int64_t begin, std::int64_t end, float* exp_avg, float* exp_avg_sq);
+
+  /// Bytes of optimizer state owned (2 fp32 arrays of the slice's length; swapped states at
+  /// Place::Nvme are counted there, not owned).
   std::int64_t state_bytes() const;
   /// The part of state_bytes() at `place`.
   std::int64_t state_bytes(memory::Place place) const;
@@ -223,6 +232,11 @@ class Optimizer {
     memory::Place place = memory::Place::Device;
     memory::TrackedBuffer<float> exp_avg;
     memory::TrackedBuffer<float> exp_avg_sq;
+    // Place::Nvme: the bound range [bound_begin, bound_end) and its buffers.
+    std::int64_t bound_begin = 0;
+    std::int64_t bound_end = 0;
+    float* bound_exp_avg = nullptr;
+    float* bound_exp_avg_sq = nullptr;
   };
   void add_part(std::int64_t offset, std::int64_t size, memory::Place place);
   /// The index of the part holding [begin, end), -1 when the range straddles two parts.

@@ -4,12 +4,14 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
 
 #include "memory/format.hpp"
 #include "offload/host_memory.hpp"
+#include "offload/swapper.hpp"
 #include "optim/gradient_clipping.hpp"
 #include "runtime/error.hpp"
 #include "runtime/timer.hpp"
@@ -140,14 +142,47 @@ Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings
     throw runtime::UserError(
         "not supported yet: zero_optimization.offload_optimizer.ratio < 1 together with "
         "offload_param (the device's sub-groups would update parameters in host memory)");
-  if (offload.parameters && layout_.slice_elements() > offload.parameter_max_in_cpu)
+  if (offload.parameters && !offload.parameters_nvme &&
+      layout_.slice_elements() > offload.parameter_max_in_cpu)
     throw runtime::UserError(runtime::concat(
         "zero_optimization.offload_param.max_in_cpu = ", offload.parameter_max_in_cpu,
-        " elements, but rank ", comm_.rank(), "'s parameter slice holds ",
-        layout_.slice_elements(), ": with device cpu every slice lives in host memory; raise "
+        " elements, but rank ", comm_.rank(), "'s parameter slice holds ", layout_.slice_elements(),
+        ": with device cpu every slice lives in host memory; raise "
         "max_in_cpu or use more ranks"));
+  if (offload.optimizer_nvme && !offload.optimizer)
+    throw std::invalid_argument("engine: optimizer_nvme needs offload.optimizer");
+  if (offload.parameters_nvme && !offload.parameters)
+    throw std::invalid_argument("engine: parameters_nvme needs offload.parameters");
+  if (offload.optimizer_nvme) {
+    // Three host buffers per sub-group in flight (fp32 master, exp_avg, exp_avg_sq); one set
+    // more for each direction that overlaps the update.
+    const int sets = offload.optimizer_buffer_count / 3;
+    const int needed = 1 + (offload.pipeline_read ? 1 : 0) + (offload.pipeline_write ? 1 : 0);
+    if (sets < needed)
+      throw runtime::UserError(runtime::concat(
+          "zero_optimization.offload_optimizer.buffer_count = ", offload.optimizer_buffer_count,
+          " is too small: NVMe offload keeps 3 buffers per sub-group (fp32 master, exp_avg, "
+          "exp_avg_sq) and needs ",
+          needed, " sets of them", needed > 1 ? " with pipeline_read / pipeline_write" : "",
+          "; set buffer_count to at least ", 3 * needed));
+  }
   if (offload.optimizer || offload.parameters)
     host_memory_ = offload::configure_host_memory(offload.pin_memory).description;
+  if (offload.optimizer) {
+    // DeepSpeed steps the first int(ratio x sub-groups) on the CPU, the rest on the device.
+    const std::int64_t range = layout_.slice_elements();
+    const std::int64_t piece = settings_.sub_group_size;
+    const std::int64_t sub_groups = (range + piece - 1) / piece;
+    const auto host_groups =
+        offload.ratio >= 1.0
+            ? sub_groups
+            : static_cast<std::int64_t>(offload.ratio * static_cast<double>(sub_groups));
+    host_elements_ = std::min(range, host_groups * piece);
+  }
+  params_in_host_ = offload.parameters_nvme
+                        ? std::min(layout_.slice_elements(), offload.parameter_max_in_cpu)
+                        : layout_.slice_elements();
+  if (offload.optimizer_nvme || offload.parameters_nvme) set_up_nvme();
 
   const std::int64_t n = layout_.padded_elements();
   const std::int64_t slice = layout_.slice_elements();
@@ -182,23 +217,16 @@ Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings
   try {
     const std::int64_t range = step_end - step_begin;
     const std::int64_t piece = settings_.sub_group_size;
-    if (offload.optimizer) {
-      // DeepSpeed steps the first int(ratio x sub-groups) on the CPU, the rest on the device.
-      const std::int64_t sub_groups = (range + piece - 1) / piece;
-      const auto host_groups =
-          offload.ratio >= 1.0
-              ? sub_groups
-              : static_cast<std::int64_t>(offload.ratio * static_cast<double>(sub_groups));
-      host_elements_ = std::min(range, host_groups * piece);
-    }
     const std::int64_t h = host_elements_;
-    optimizer_ = optim::make_optimizer(settings_.optimizer, range, optim::StatePlacement{h});
+    optimizer_ = optim::make_optimizer(settings_.optimizer, range,
+                                       optim::StatePlacement{h, offload.optimizer_nvme});
     const View params = slice_parameters();
     if (h > 0) {
-      host_master_ = Buffer(DType::F32, h, Place::Host, memory::Kind::OptimizerStates);
-      // New parameters reach device-resident parameters through two buffers, so that one
-      // sub-group's copy overlaps the next one's update.
-      if (params.place != Place::Host) {
+      if (!offload.optimizer_nvme)
+        host_master_ = Buffer(DType::F32, h, Place::Host, memory::Kind::OptimizerStates);
+      // New parameters reach device-resident parameters (or the parameter swap file) through
+      // two buffers, so that one sub-group's copy overlaps the next one's update.
+      if (params.place != Place::Host || parameter_swap_) {
         const int buffers = h > piece ? 2 : 1;
         for (int b = 0; b < buffers; ++b)
           param_staging_[b] =
@@ -210,8 +238,8 @@ Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings
       // fp32 master weights of the optimizer's range, from the (rounded) 16-bit parameters as
       // DeepSpeed takes them; DeepSpeed counts them with the optimizer states (12 bytes per
       // parameter with Adam's moments).
-      master_ = Buffer(DType::F32, range - h, backend_.compute_place(),
-                       memory::Kind::OptimizerStates);
+      master_ =
+          Buffer(DType::F32, range - h, backend_.compute_place(), memory::Kind::OptimizerStates);
       backend_.convert(params.slice(h, range - h), master_.view());
       // The optimizer's fp32 view of one sub-group's gradients (DeepSpeed's fp32 partition
       // gradient): the optimizer's working memory, so counted with its states.
@@ -219,9 +247,9 @@ Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings
                              memory::Kind::OptimizerStates);
     }
     if (range > h && slice_gradients().place != backend_.compute_place())
-      device_grad_staging_ = Buffer(settings_.gradient_accumulation_dtype,
-                                    std::min(piece, range - h), backend_.compute_place(),
-                                    memory::Kind::Gradients);
+      device_grad_staging_ =
+          Buffer(settings_.gradient_accumulation_dtype, std::min(piece, range - h),
+                 backend_.compute_place(), memory::Kind::Gradients);
   } catch (const memory::OutOfMemory& error) {
     throw memory::OutOfMemory(runtime::concat(model_state_summary(), ": ", error.what()));
   }
@@ -264,8 +292,18 @@ Engine::Engine(model::Gpt& model, comm::Communicator& comm, const EngineSettings
     coordinator.max_reuse_distance = settings_.max_reuse_distance;
     coordinator.staging_buffers = offload.parameter_buffer_count;
     coordinator.staging_elements = offload.parameter_buffer_size;
+    View slice_view = params_slice_.view();
+    if (parameter_swap_) {
+      // The slice's first params_in_host_ elements are in host memory, the rest swapped.
+      slice_view = View{slice_view.data, params_in_host_, settings_.dtype, Place::Host};
+      coordinator.swapped_elements = layout_.slice_elements() - params_in_host_;
+      coordinator.read_swapped = [this](std::int64_t begin, std::int64_t end, void* out) {
+        runtime::ScopedTimer waiting(nvme_waited_);
+        parameter_swap_->read(begin - params_in_host_, end - params_in_host_, out);
+      };
+    }
     coordinator_ = std::make_unique<ParameterCoordinator>(layout_, layers_, comm_, backend_,
-                                                          coordinator, params_slice_.view());
+                                                          coordinator, slice_view);
     coordinator_->refresh_persistent();
     reducer_->set_memory_relief([this] { return coordinator_->release_one_cached(); });
   }
@@ -290,7 +328,7 @@ void Engine::allocate_model_states() {
   if (stage < 3)
     params_full_ = Buffer(dtype, n, place, memory::Kind::Parameters);
   else
-    params_slice_ = Buffer(dtype, slice, offload.parameters ? Place::Host : place,
+    params_slice_ = Buffer(dtype, params_in_host_, offload.parameters ? Place::Host : place,
                            memory::Kind::Parameters);
   const DType accumulation = settings_.gradient_accumulation_dtype;
   if (stage < 2) grads_full_ = Buffer(accumulation, n, place, memory::Kind::Gradients);
@@ -321,7 +359,9 @@ std::string Engine::model_state_summary() const {
     const double gradients = stage == 0   ? element * n
                              : stage == 1 ? element * n + slice_gradients
                                           : slice_gradients;
-    const double states = host_states && stage >= 1 ? 0.0 : stage == 0 ? state * n : state * n / ranks;
+    const double states = host_states && stage >= 1 ? 0.0
+                          : stage == 0              ? state * n
+                                                    : state * n / ranks;
     return static_cast<std::int64_t>(parameters + gradients + states);
   };
   std::string text = runtime::concat(
@@ -362,12 +402,152 @@ void Engine::initialise_parameters() {
     }
     return;
   }
-  // zero_init: each rank initialises only the elements of its slice.
+  // zero_init: each rank initialises only the elements of its slice; elements beyond the host
+  // part go to the parameter swap file a bounded piece at a time.
+  constexpr std::int64_t kSwapPiece = std::int64_t{1} << 22;
+  Buffer swap_values;
   for (const auto& piece :
        layout_.pieces_in(slice_begin_, slice_begin_ + layout_.slice_elements())) {
-    initialise(piece.entry, piece.offset_in_entry, piece.offset_in_entry + piece.length,
-               params_slice_.slice(piece.global_offset - slice_begin_, piece.length));
+    const std::int64_t first = piece.global_offset - slice_begin_;
+    const std::int64_t in_host = std::clamp<std::int64_t>(params_in_host_ - first, 0, piece.length);
+    if (in_host > 0)
+      initialise(piece.entry, piece.offset_in_entry, piece.offset_in_entry + in_host,
+                 params_slice_.slice(first, in_host));
+    for (std::int64_t done = in_host; done < piece.length; done += kSwapPiece) {
+      const std::int64_t length = std::min(kSwapPiece, piece.length - done);
+      if (swap_values.empty())
+        swap_values = Buffer(settings_.dtype, kSwapPiece, Place::Host, memory::Kind::Other);
+      initialise(piece.entry, piece.offset_in_entry + done, piece.offset_in_entry + done + length,
+                 swap_values.slice(0, length));
+      parameter_swap_->write(first + done - params_in_host_,
+                             first + done + length - params_in_host_, swap_values.view().data);
+    }
   }
+  if (parameter_swap_) parameter_swap_->flush();
+}
+
+void Engine::set_up_nvme() {
+  const OffloadSettings& offload = settings_.offload;
+  const int rank = comm_.rank();
+  std::string problem;
+  bool input_problem = false;
+  try {
+    std::vector<std::string> roots;
+    auto folder_for = [&](const std::string& root, const std::string& key) -> offload::SwapFolder& {
+      for (std::size_t f = 0; f < roots.size(); ++f)
+        if (roots[f] == root) return *swap_folders_[f];
+      input_problem = true;  // a missing or unwritable nvme_path is the user's to fix
+      swap_folders_.push_back(
+          std::make_unique<offload::SwapFolder>(root, settings_.offload.swap_tag, rank, key));
+      input_problem = false;
+      roots.push_back(root);
+      return *swap_folders_.back();
+    };
+    offload::SwapFolder* optimizer_folder = nullptr;
+    offload::SwapFolder* parameter_folder = nullptr;
+    if (offload.optimizer_nvme)
+      optimizer_folder =
+          &folder_for(offload.optimizer_nvme_path, "zero_optimization.offload_optimizer.nvme_path");
+    if (offload.parameters_nvme)
+      parameter_folder =
+          &folder_for(offload.parameter_nvme_path, "zero_optimization.offload_param.nvme_path");
+    const offload::SwapFolder& probe_folder =
+        optimizer_folder != nullptr ? *optimizer_folder : *parameter_folder;
+    // A probe of a few full queues: enough to rank the interfaces, short at start-up.
+    const std::int64_t probe = std::clamp<std::int64_t>(
+        offload.aio.block_size * offload.aio.queue_depth * offload.aio.intra_op_parallelism * 4,
+        std::int64_t{1} << 20, std::int64_t{32} << 20);
+    const auto choice = offload::choose_io_backend(offload.aio, probe_folder.path(), probe);
+    offload::AioSettings aio = offload.aio;
+    aio.backend = choice.chosen;
+    aio_backend_ = choice.description;
+    aio_ = std::make_unique<offload::AioEngine>(aio);
+
+    const offload::AioFile* first_file = nullptr;
+    if (optimizer_folder != nullptr && host_elements_ > 0) {
+      offload::SubGroupLayout layout;
+      layout.elements = host_elements_;
+      layout.group_elements = std::min(settings_.sub_group_size, host_elements_);
+      layout.arrays = {"fp32", "exp_avg", "exp_avg_sq"};  // DeepSpeed's names
+      offload::SubGroupSwapSettings swap;
+      swap.buffer_sets = offload.optimizer_buffer_count / 3;
+      swap.pipeline_read = offload.pipeline_read;
+      swap.pipeline_write = offload.pipeline_write;
+      state_swapper_ =
+          std::make_unique<offload::SubGroupSwapper>(*aio_, *optimizer_folder, layout, swap, rank);
+      first_file = &state_swapper_->file(0);
+    }
+    const std::int64_t swapped_parameters = layout_.slice_elements() - params_in_host_;
+    if (parameter_folder != nullptr && swapped_parameters > 0) {
+      // The largest transfer: an optimizer sub-group's new parameters, this rank's part of a
+      // tensor for a gather, or a piece of the initialisation.
+      std::int64_t largest = std::min(settings_.sub_group_size, layout_.slice_elements());
+      for (const auto& entry : layout_.entries())
+        largest = std::max(
+            largest, own_part_of(layout_, rank, entry.offset, entry.offset + entry.numel).size());
+      largest = std::max(largest, std::int64_t{1} << 22);
+      parameter_swap_ = std::make_unique<offload::DenseSwapFile>(
+          *aio_, *parameter_folder,
+          std::string(kernels::dtype_name(settings_.dtype)) + "params.swp", swapped_parameters,
+          static_cast<int>(kernels::size_of(settings_.dtype)), largest, rank);
+      if (first_file == nullptr) first_file = &parameter_swap_->file();
+    }
+    if (first_file != nullptr)
+      aio_direct_ =
+          first_file->direct() ? "O_DIRECT" : "buffered: " + first_file->fallback_reason();
+  } catch (const std::exception& error) {
+    problem = error.what();
+  }
+  // Every rank's verdict: one rank's full disk or missing folder stops all of them, with its
+  // message, before anything else is collective.
+  const double failing = comm_.all_reduce_scalar(
+      problem.empty() ? std::numeric_limits<double>::max() : static_cast<double>(rank),
+      comm::ReduceOp::Min);
+  if (failing == std::numeric_limits<double>::max()) return;
+  const int root = static_cast<int>(failing);
+  std::int64_t header[2] = {static_cast<std::int64_t>(problem.size()), input_problem ? 1 : 0};
+  comm_.broadcast(header, 2, comm::DataType::Int64, root);
+  std::vector<std::int32_t> characters(static_cast<std::size_t>(header[0]));
+  if (rank == root)
+    for (std::size_t c = 0; c < characters.size(); ++c)
+      characters[c] = static_cast<unsigned char>(problem[c]);
+  comm_.broadcast(characters.data(), header[0], comm::DataType::Int32, root);
+  std::string message(characters.size(), ' ');
+  for (std::size_t c = 0; c < characters.size(); ++c) message[c] = static_cast<char>(characters[c]);
+  // The same message on every rank (it names the rank and path), so it is printed once.
+  state_swapper_.reset();
+  parameter_swap_.reset();
+  swap_folders_.clear();  // nothing of this job stays behind
+  if (header[1] != 0) throw runtime::UserError(message);
+  throw std::runtime_error(message);
+}
+
+void Engine::read_slice_parameters(std::int64_t begin, std::int64_t end, void* out) {
+  const std::int64_t size = kernels::size_of(settings_.dtype);
+  auto* bytes = static_cast<std::byte*>(out);
+  const View params = slice_parameters();
+  const std::int64_t host_end = std::min(end, params_in_host_);
+  if (host_end > begin) {
+    const View source = params.slice(begin, host_end - begin);
+    backend_.copy_async(source, View{bytes, host_end - begin, settings_.dtype, Place::Host}).wait();
+  }
+  const std::int64_t swap_begin = std::max(begin, params_in_host_);
+  if (end > swap_begin)
+    parameter_swap_->read(swap_begin - params_in_host_, end - params_in_host_,
+                          bytes + (swap_begin - begin) * size);
+}
+
+void Engine::store_slice_parameters(std::int64_t begin, std::int64_t end, const void* values) {
+  const std::int64_t size = kernels::size_of(settings_.dtype);
+  const auto* bytes = static_cast<const std::byte*>(values);
+  const std::int64_t host_end = std::min(end, params_in_host_);
+  if (host_end > begin)
+    std::memcpy(params_slice_.slice(begin, host_end - begin).data, bytes,
+                static_cast<std::size_t>((host_end - begin) * size));
+  const std::int64_t swap_begin = std::max(begin, params_in_host_);
+  if (end > swap_begin)
+    parameter_swap_->write(swap_begin - params_in_host_, end - params_in_host_,
+                           bytes + (swap_begin - begin) * size);
 }
 
 View Engine::slice_parameters() {
@@ -448,8 +628,41 @@ void Engine::initialise_host_master() {
   // takes them; device-resident parameters come over through the staging buffer.
   const View params = slice_parameters();
   const std::int64_t piece = settings_.sub_group_size;
+  if (state_swapper_) {
+    // Swapped: each sub-group's master is written out with zeroed moments.
+    Buffer staged;
+    for (int group = 0; group < state_swapper_->groups(); ++group) {
+      const std::int64_t begin = state_swapper_->group_begin(group);
+      const std::int64_t length = state_swapper_->group_size(group);
+      const auto& arrays = state_swapper_->acquire(group, /*read=*/false);
+      View source;
+      if (settings_.stage == 3 && (parameter_swap_ || params.place == Place::Host)) {
+        if (staged.empty())
+          staged = Buffer(settings_.dtype, std::min(piece, host_elements_), Place::Host,
+                          memory::Kind::Other);
+        read_slice_parameters(begin, begin + length, staged.view().data);
+        source = staged.slice(0, length);
+      } else if (params.place != Place::Host) {
+        source = param_staging_[0].slice(0, length);
+        backend_.copy_async(params.slice(begin, length), source).wait();
+      } else {
+        source = params.slice(begin, length);
+      }
+      backend_.convert(source, View{arrays[0], length, DType::F32, Place::Host});
+      std::memset(arrays[1], 0, static_cast<std::size_t>(length) * sizeof(float));
+      std::memset(arrays[2], 0, static_cast<std::size_t>(length) * sizeof(float));
+      state_swapper_->release(group, 0b111u);
+    }
+    state_swapper_->finish();
+    return;
+  }
   for (std::int64_t begin = 0; begin < host_elements_; begin += piece) {
     const std::int64_t length = std::min(piece, host_elements_ - begin);
+    if (parameter_swap_) {
+      read_slice_parameters(begin, begin + length, param_staging_[0].view().data);
+      backend_.convert(param_staging_[0].slice(0, length), host_master_.slice(begin, length));
+      continue;
+    }
     View source = params.slice(begin, length);
     if (source.place != Place::Host) {
       const View staged = param_staging_[0].slice(0, length);
@@ -465,6 +678,10 @@ void Engine::host_optimizer_pass(bool first_pass, float grad_multiplier) {
   // updates its master weights and moments and writes the new parameters in the model's dtype
   // in the same pass (Adam; LAMB in its second); they stream to the device while the next
   // sub-group updates.
+  if (state_swapper_) {
+    swapped_optimizer_pass(first_pass, grad_multiplier);
+    return;
+  }
   const View params = slice_parameters();
   const View grads = slice_gradients();
   const std::int64_t piece = settings_.sub_group_size;
@@ -478,7 +695,7 @@ void Engine::host_optimizer_pass(bool first_pass, float grad_multiplier) {
     optim::ParameterOutput out;
     View staged;
     int slot = 0;
-    if (writes && params.place == Place::Host) {
+    if (writes && params.place == Place::Host && !parameter_swap_) {
       out = {params.slice(begin, length).data, params.dtype};
     } else if (writes) {
       slot = param_staging_[1].empty() ? 0 : group % 2;
@@ -488,15 +705,72 @@ void Engine::host_optimizer_pass(bool first_pass, float grad_multiplier) {
     }
     if (first_pass) {
       const View g = grads.slice(begin, length);
-      optimizer_->update_range(master + begin, optim::GradientInput{g.data, g.dtype, grad_multiplier},
-                               begin, end, out);
+      optimizer_->update_range(
+          master + begin, optim::GradientInput{g.data, g.dtype, grad_multiplier}, begin, end, out);
     } else {
       optimizer_->finish_range(master + begin, begin, end, out);
     }
-    if (staged.data != nullptr)
+    if (staged.data != nullptr && parameter_swap_)
+      store_slice_parameters(begin, end, staged.data);
+    else if (staged.data != nullptr)
       copies[slot] = backend_.copy_async(staged, params.slice(begin, length));
   }
+  if (parameter_swap_) parameter_swap_->flush();
   for (auto& copy : copies) copy.wait();
+}
+
+void Engine::swapped_optimizer_pass(bool first_pass, float grad_multiplier) {
+  // ZeRO-Infinity's step: sub-group by sub-group, the master weights and moments come in from
+  // the swap files (the next group's already on their way with pipeline_read), the CPU
+  // optimizer updates them and writes the new parameters, and they go back out (overlapping the
+  // next update with pipeline_write). Adam rewrites all three arrays; LAMB's first pass only
+  // the moments, its second only the master weights.
+  runtime::Stopwatch watch;
+  const View params = slice_parameters();
+  const View grads = slice_gradients();
+  const bool lamb = optimizer_->needs_tensor_norms();
+  const bool writes = !first_pass || !lamb;
+  const unsigned dirty = !lamb ? 0b111u : first_pass ? 0b110u : 0b001u;
+  backend::Event copies[2];
+  double computing = 0;
+  for (int group = 0; group < state_swapper_->groups(); ++group) {
+    const std::int64_t begin = state_swapper_->group_begin(group);
+    const std::int64_t length = state_swapper_->group_size(group);
+    const std::int64_t end = begin + length;
+    const auto& arrays = state_swapper_->acquire(group);
+    runtime::Stopwatch compute;
+    optimizer_->bind_swapped_states(begin, end, arrays[1], arrays[2]);
+    optim::ParameterOutput out;
+    View staged;
+    int slot = 0;
+    const bool in_place = params.place == Place::Host && !parameter_swap_;
+    if (writes && in_place) {
+      out = {params.slice(begin, length).data, params.dtype};
+    } else if (writes) {
+      slot = param_staging_[1].empty() ? 0 : group % 2;
+      copies[slot].wait();  // the copy that last read this buffer
+      staged = param_staging_[slot].slice(0, length);
+      out = {staged.data, staged.dtype};
+    }
+    if (first_pass) {
+      const View g = grads.slice(begin, length);
+      optimizer_->update_range(arrays[0], optim::GradientInput{g.data, g.dtype, grad_multiplier},
+                               begin, end, out);
+    } else {
+      optimizer_->finish_range(arrays[0], begin, end, out);
+    }
+    computing += compute.seconds();
+    state_swapper_->release(group, dirty);
+    if (staged.data == nullptr) continue;
+    if (parameter_swap_)
+      store_slice_parameters(begin, end, staged.data);
+    else
+      copies[slot] = backend_.copy_async(staged, params.slice(begin, length));
+  }
+  state_swapper_->finish();
+  if (parameter_swap_) parameter_swap_->flush();
+  for (auto& copy : copies) copy.wait();
+  nvme_waited_ += watch.seconds() - computing;
 }
 
 void Engine::optimizer_step(const optim::StepHyper& hyper, double grad_multiplier) {
@@ -587,6 +861,12 @@ StepResult Engine::train_step(const BatchFiller& fill) {
   const double engine_waited_before = engine_waited_;
   const double reducer_waited_before = reducer_waited();
   const double coordinator_waited_before = coordinator_waited();
+
+  // A swap file deleted underneath the run fails the step before anything is read from it.
+  if (state_swapper_) state_swapper_->check_files();
+  if (parameter_swap_) parameter_swap_->check_file();
+  const auto aio_before = aio_ ? aio_->counters() : offload::AioCounters{};
+  const double nvme_waited_before = nvme_waited_;
 
   const int stage = settings_.stage;
   const int accumulation = settings_.gradient_accumulation_steps;
@@ -717,6 +997,12 @@ StepResult Engine::train_step(const BatchFiller& fill) {
   const auto copies_after = backend_.copy_traffic();
   result.bytes_to_host = copies_after.device_to_host - copies_before.device_to_host;
   result.bytes_to_device = copies_after.host_to_device - copies_before.host_to_device;
+  if (aio_) {
+    const auto aio_after = aio_->counters();
+    result.nvme_bytes_read = aio_after.bytes_read - aio_before.bytes_read;
+    result.nvme_bytes_written = aio_after.bytes_written - aio_before.bytes_written;
+    result.nvme_wait_seconds = nvme_waited_ - nvme_waited_before;
+  }
   return result;
 }
 
@@ -743,8 +1029,21 @@ EngineReport Engine::report() const {
   report.offload_optimizer = settings_.offload.optimizer;
   report.offload_parameters = settings_.offload.parameters;
   report.host_elements = host_elements_;
-  report.host_sub_groups = (host_elements_ + settings_.sub_group_size - 1) / settings_.sub_group_size;
+  report.host_sub_groups =
+      (host_elements_ + settings_.sub_group_size - 1) / settings_.sub_group_size;
   report.host_memory = host_memory_;
+  report.optimizer_nvme = settings_.offload.optimizer_nvme;
+  report.parameters_nvme = settings_.offload.parameters_nvme;
+  report.nvme_parameter_elements =
+      settings_.stage == 3 && parameter_swap_ ? layout_.slice_elements() - params_in_host_ : 0;
+  if (!swap_folders_.empty()) report.swap_folder = swap_folders_.front()->path();
+  for (std::size_t f = 1; f < swap_folders_.size(); ++f)
+    report.swap_folder += ", " + swap_folders_[f]->path();
+  report.aio_backend = aio_backend_;
+  report.aio_direct = aio_direct_;
+  report.swap_buffer_sets = state_swapper_ ? std::min(settings_.offload.optimizer_buffer_count / 3,
+                                                      state_swapper_->groups())
+                                           : 0;
   report.dtype = settings_.dtype;
   report.communication_dtype = settings_.communication_dtype;
   report.skipped_steps = skipped_steps();
@@ -761,10 +1060,16 @@ Buffer Engine::stage_master_part(std::int64_t begin, std::int64_t end) {
   const std::int64_t first = part.begin - slice_begin_;  // in the optimizer's range
   const std::int64_t last = part.end - slice_begin_;
   const std::int64_t host_last = std::min(last, host_elements_);
-  if (host_last > first)
-    backend_.copy_async(host_master_.slice(first, host_last - first),
-                        staged.slice(0, host_last - first))
+  if (host_last > first && state_swapper_) {
+    Buffer read(DType::F32, host_last - first, Place::Host, memory::Kind::Other);
+    state_swapper_->read_range(0, first, host_last, read.as<float>());
+    backend_.copy_async(read.view(), staged.slice(0, host_last - first)).wait();
+  } else if (host_last > first) {
+    backend_
+        .copy_async(host_master_.slice(first, host_last - first),
+                    staged.slice(0, host_last - first))
         .wait();
+  }
   const std::int64_t device_first = std::max(first, host_elements_);
   if (last > device_first) {
     const View target = staged.slice(device_first - first, last - device_first);

@@ -32,11 +32,18 @@
 #include "comm/communicator.hpp"
 #include "memory/tracker.hpp"
 #include "model/gpt.hpp"
+#include "offload/aio.hpp"
 #include "optim/lr_schedule.hpp"
 #include "optim/optimizer.hpp"
 #include "zero/flat_layout.hpp"
 #include "zero/layer_map.hpp"
 #include "zero/loss_scaler.hpp"
+
+namespace zt::offload {
+class SwapFolder;
+class SubGroupSwapper;
+class DenseSwapFile;
+}  // namespace zt::offload
 
 namespace zt::zero {
 
@@ -61,6 +68,29 @@ struct OffloadSettings {
   std::int64_t parameter_max_in_cpu = 1'000'000'000;
   /// Page-locked host memory when the rank has a GPU (plain aligned memory otherwise).
   bool pin_memory = true;
+
+  // NVMe (ZeRO-Infinity; DeepSpeed's device "nvme"). `optimizer` / `parameters` above are set
+  // too: the CPU optimizer steps the offloaded range, whose states live in swap files.
+  /// The fp32 master weights and both moments of the offloaded range live in swap files under
+  /// `optimizer_nvme_path`, streamed through `optimizer_buffer_count` host buffers of one
+  /// sub-group each (three per sub-group: master, exp_avg, exp_avg_sq). Stages 1-3.
+  bool optimizer_nvme = false;
+  std::string optimizer_nvme_path;
+  int optimizer_buffer_count = 4;
+  /// Read sub-group k+1 while k updates / write k back while k+1 updates (needs two or three
+  /// buffer sets: buffer_count >= 6 or 9).
+  bool pipeline_read = false;
+  bool pipeline_write = false;
+  /// Stage 3: parameter slice elements beyond `parameter_max_in_cpu` live in a swap file under
+  /// `parameter_nvme_path` and are read through the `parameter_buffer_count` buffers per
+  /// gather.
+  bool parameters_nvme = false;
+  std::string parameter_nvme_path;
+  /// The `aio` block.
+  offload::AioSettings aio;
+  /// Names this job's swap folders, <nvme_path>/zerotrain-<swap_tag>/rank<R>: the same on
+  /// every rank (the application uses SLURM_JOB_ID, else an id rank 0 draws).
+  std::string swap_tag;
 };
 
 struct EngineSettings {
@@ -138,6 +168,11 @@ struct StepResult {
   /// Offload's copies between the device and host memory during the step.
   std::int64_t bytes_to_host = 0;
   std::int64_t bytes_to_device = 0;
+  /// NVMe: bytes this rank read from and wrote to its swap files during the step, and the
+  /// seconds the optimizer step waited for them.
+  std::int64_t nvme_bytes_read = 0;
+  std::int64_t nvme_bytes_written = 0;
+  double nvme_wait_seconds = 0;
 };
 
 /// What the engine holds and did, for banners, summaries and tests.
@@ -162,6 +197,14 @@ struct EngineReport {
   std::int64_t host_sub_groups = 0;
   std::int64_t host_elements = 0;
   std::string host_memory;  // pinned or pageable, and why
+  // NVMe: this rank's swap folder, the I/O interface and whether O_DIRECT is used (and why not).
+  bool optimizer_nvme = false;
+  bool parameters_nvme = false;
+  std::int64_t nvme_parameter_elements = 0;  // of the slice, beyond max_in_cpu
+  std::string swap_folder;
+  std::string aio_backend;   // BackendChoice::description
+  std::string aio_direct;    // "O_DIRECT", or "buffered: <reason>"
+  int swap_buffer_sets = 0;  // optimizer: sub-groups in host memory at once
   backend::DType dtype = backend::DType::F32;
   backend::DType communication_dtype = backend::DType::F32;
   std::int64_t skipped_steps = 0;
@@ -221,6 +264,17 @@ class Engine {
   void initialise_host_master();
   /// This rank's part of [begin, end) of the fp32 master weights, staged at the compute place.
   backend::Buffer stage_master_part(std::int64_t begin, std::int64_t end);
+  /// NVMe: the swap folders, the I/O interface and the aio engine; a problem on any rank is
+  /// every rank's error.
+  void set_up_nvme();
+  /// This rank's parameter slice elements [begin, end) into host memory `out` (model dtype),
+  /// from host memory or the parameter swap file.
+  void read_slice_parameters(std::int64_t begin, std::int64_t end, void* out);
+  /// New parameters [begin, end) of the slice, in the model's dtype in host memory: to the
+  /// host part of the slice and the parameter swap file.
+  void store_slice_parameters(std::int64_t begin, std::int64_t end, const void* values);
+  /// The swapped part of host_optimizer_pass.
+  void swapped_optimizer_pass(bool first_pass, float grad_multiplier);
   void all_gather_parameters();
   backend::View slice_parameters();
   backend::View slice_gradients();
@@ -244,10 +298,19 @@ class Engine {
   backend::Buffer master_grads_;  // 16-bit runs: one sub-group of unscaled fp32 gradients
   // Offload: the optimizer's range [0, host_elements_) is stepped in host memory.
   std::int64_t host_elements_ = 0;
-  backend::Buffer host_master_;  // fp32 master weights of [0, host_elements_)
-  backend::Buffer param_staging_[2];  // host: new parameters on their way to the device
+  backend::Buffer host_master_;          // fp32 master weights of [0, host_elements_)
+  backend::Buffer param_staging_[2];     // host: new parameters on their way to the device
   backend::Buffer device_grad_staging_;  // device sub-groups' gradients from host memory
   std::string host_memory_;
+  // NVMe. Destroyed in reverse: swappers (closing their files), folders (removing them), aio.
+  std::unique_ptr<offload::AioEngine> aio_;
+  std::vector<std::unique_ptr<offload::SwapFolder>> swap_folders_;
+  std::unique_ptr<offload::SubGroupSwapper> state_swapper_;  // fp32 master, exp_avg, exp_avg_sq
+  std::unique_ptr<offload::DenseSwapFile> parameter_swap_;   // slice [params_in_host_, slice)
+  std::int64_t params_in_host_ = 0;  // stage 3: slice elements in params_slice_
+  std::string aio_backend_;
+  std::string aio_direct_;
+  double nvme_waited_ = 0;              // seconds the optimizer waited for swap transfers
   std::unique_ptr<LossScaler> scaler_;  // fp16 only
   model::ParamTable param_table_;
   model::GradTable grad_table_;

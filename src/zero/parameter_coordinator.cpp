@@ -24,7 +24,8 @@ ParameterCoordinator::ParameterCoordinator(const FlatLayout& layout, const Layer
       backend_(backend),
       settings_(settings),
       slice_(slice),
-      slice_in_host_memory_(slice.place != backend.compute_place()) {
+      slice_in_host_memory_(slice.place != backend.compute_place() ||
+                            settings.swapped_elements > 0) {
   const auto& entries = layout_.entries();
   if (slice_in_host_memory_) {
     if (settings_.staging_buffers < 1)
@@ -38,7 +39,8 @@ ParameterCoordinator::ParameterCoordinator(const FlatLayout& layout, const Layer
         throw runtime::UserError(runtime::concat(
             "zero_optimization.offload_param.buffer_size = ", settings_.staging_elements,
             " elements is smaller than rank ", comm_.rank(), "'s part of ", entry.name, " (",
-            part.size(), " elements): each part reaches the device through one staging buffer "
+            part.size(),
+            " elements): each part reaches the device through one staging buffer "
             "(DeepSpeed asserts the same); raise buffer_size"));
     }
   }
@@ -48,8 +50,8 @@ ParameterCoordinator::ParameterCoordinator(const FlatLayout& layout, const Layer
     if (numel <= settings_.param_persistence_threshold &&
         persistent_elements_ + numel <= settings_.model_persistence_threshold) {
       states_[p].persistent = true;
-      states_[p].buffer = backend::Buffer(slice_.dtype, numel, backend_.compute_place(),
-                                          memory::Kind::Parameters);
+      states_[p].buffer =
+          backend::Buffer(slice_.dtype, numel, backend_.compute_place(), memory::Kind::Parameters);
       persistent_elements_ += numel;
       ++persistent_count_;
     }
@@ -162,11 +164,20 @@ comm::Handle ParameterCoordinator::gather_into(int parameter, backend::View out,
   while (static_cast<int>(staged_in_flight_.size()) >= settings_.staging_buffers)
     wait_gather(staged_in_flight_.front());
   const FlatRange part = own_part_of(layout_, comm_.rank(), begin, end);
-  const backend::ConstView source =
-      backend::ConstView(slice_).slice(part.begin - layout_.slice_begin(comm_.rank()), part.size());
+  const std::int64_t first = part.begin - layout_.slice_begin(comm_.rank());
   staging = backend::Buffer(slice_.dtype, part.size(), backend_.compute_place(),
                             memory::Kind::Parameters);
-  backend_.copy_async(source, staging.view()).wait();
+  // From host memory, and (NVMe) from the swap file for the elements beyond the host part.
+  const std::int64_t in_host = std::clamp<std::int64_t>(slice_.count - first, 0, part.size());
+  if (in_host > 0)
+    backend_.copy_async(backend::ConstView(slice_).slice(first, in_host), staging.slice(0, in_host))
+        .wait();
+  if (part.size() > in_host) {
+    backend::Buffer swapped(slice_.dtype, part.size() - in_host, backend::Place::Host,
+                            memory::Kind::Parameters);
+    settings_.read_swapped(first + in_host, first + part.size(), swapped.view().data);
+    backend_.copy_async(swapped.view(), staging.slice(in_host, part.size() - in_host)).wait();
+  }
   staged_in_flight_.push_back(parameter);
   return all_gather_part(comm_, layout_, staging.view(), begin, end, out);
 }

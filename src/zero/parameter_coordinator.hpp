@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <set>
 #include <utility>
 #include <vector>
@@ -41,6 +42,11 @@ struct CoordinatorSettings {
   /// `staging_buffers` of them in flight (offload_param.buffer_size and buffer_count).
   int staging_buffers = 5;
   std::int64_t staging_elements = 100'000'000;
+  /// NVMe (offload_param nvme): the slice view holds only the first slice elements, the last
+  /// `swapped_elements` are read by `read_swapped(begin, end, out)` (slice-relative element
+  /// range, into host memory) when a gather needs them.
+  std::int64_t swapped_elements = 0;
+  std::function<void(std::int64_t begin, std::int64_t end, void* out)> read_swapped;
 };
 
 class ParameterCoordinator {

@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """End-to-end tests of ZeRO-Offload to CPU memory: offloaded runs train the same model as the
 runs without offload, what the tracker shows moved, a device-memory cap that only offload fits
-under, the Hugging Face guide's ZeRO-3 CPU-offload config, and the keys refused by name. Run by
-ctest like test_e2e.py (one ctest per test method)."""
+under, the Hugging Face guide's ZeRO-3 CPU-offload config, and the keys refused by name; and
+what check-config says of NVMe offload configs (the guide's ZeRO-Infinity config, the NVMe
+keys and their refusals; training runs on NVMe are test_nvme.py's). Run by ctest like
+test_e2e.py (one ctest per test method)."""
 import json
 import os
 import sys
@@ -17,6 +19,7 @@ from test_precision import train  # noqa: E402  (zerotrain train, its summary an
 DATA = e2e.DATA
 TINY_MODEL = os.path.join(DATA, "tiny_model.yaml")
 HF_GUIDE = os.path.join(DATA, "hf_guide_zero3_cpu_offload.json")
+HF_GUIDE_NVME = os.path.join(DATA, "hf_guide_zero3_infinity_nvme.json")
 CPU = {"device": "cpu"}
 
 
@@ -243,6 +246,144 @@ class Refusals(unittest.TestCase):
                 json.dump(document, handle)
             summary, _ = train(workdir, config, 2, 2, ["--learning_rate", "2e-3"])
             self.assertEqual(summary["offload"]["optimizer"], "cpu")
+
+
+def check_config(config, *flags, ranks=None):
+    """zerotrain check-config CONFIG --world-size 2 --max_steps 100 [flags]."""
+    return e2e.run(["check-config", config, "--world-size", "2", "--max_steps", "100"] + list(flags),
+                   ranks=ranks)
+
+
+def write_config(workdir, document):
+    path = os.path.join(workdir, f"config_{len(os.listdir(workdir))}.json")
+    with open(path, "w") as handle:
+        json.dump(document, handle)
+    return path
+
+
+def nvme_config(workdir, stage, optimizer=None, parameters=None, aio=None):
+    """ds_stage0.json at `stage` with offload sections (dicts, or None for none)."""
+    with open(os.path.join(DATA, "ds_stage0.json")) as handle:
+        document = json.load(handle)
+    document["zero_optimization"] = {"stage": stage}
+    if optimizer is not None:
+        document["zero_optimization"]["offload_optimizer"] = optimizer
+    if parameters is not None:
+        document["zero_optimization"]["offload_param"] = parameters
+    if aio is not None:
+        document["aio"] = aio
+    return write_config(workdir, document)
+
+
+class NvmeConfigs(unittest.TestCase):
+    """check-config on NVMe offload (ZeRO-Infinity) configs: accepted as DeepSpeed's docs and the
+    Hugging Face guide write them, refused by name where zerotrain cannot do what they say."""
+
+    HF_FLAGS = ["--fp16", "--learning_rate", "1e-3", "--warmup_steps", "5",
+                "--per_device_train_batch_size", "4", "--model", TINY_MODEL]
+
+    def accepted(self, result):
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn(": ok for 2 ranks", result.stdout)
+
+    def refused(self, result, *needles):
+        self.assertEqual(result.returncode, 2, result.stdout + result.stderr)
+        for needle in needles:
+            self.assertIn(needle, result.stderr)
+
+    def test_the_hf_guides_infinity_config_passes_with_its_nvme_path_replaced(self):
+        with open(HF_GUIDE_NVME) as handle:  # a verbatim copy of the guide's file
+            text = handle.read()
+        guide = json.loads(text)["zero_optimization"]
+        self.assertEqual(guide["offload_optimizer"]["device"], "nvme")
+        self.assertEqual(guide["offload_param"]["device"], "nvme")
+        self.assertIn("aio", guide)  # the guide nests aio in zero_optimization
+        with tempfile.TemporaryDirectory() as workdir:
+            scratch = os.path.join(workdir, "nvme")
+            os.mkdir(scratch)
+            config = os.path.join(workdir, "zero3_infinity_nvme.json")
+            with open(config, "w") as handle:  # nvme_path is the one edit a user makes
+                handle.write(text.replace("/local_nvme", scratch))
+            result = check_config(config, *self.HF_FLAGS)
+            self.accepted(result)
+            self.assertIn(f'"{scratch}"', result.stdout)
+            self.assertIn('"nvme"', result.stdout)
+            self.assertIn("checked when training starts", result.stdout)
+            self.assertIn("written as zero_optimization.aio.thread_count", result.stdout)
+            self.assertNotIn("unused: no offload", result.stdout)
+        # Unchanged too: the folder is checked when training starts, on the nodes, not by a
+        # check-config that may run on a login node.
+        self.accepted(check_config(HF_GUIDE_NVME, *self.HF_FLAGS))
+
+    def test_nvme_optimizer_offload_is_accepted_at_stages_1_to_3(self):
+        # DeepSpeed runs it as CPU offload at stages 1 and 2; zerotrain swaps to NVMe there too.
+        with tempfile.TemporaryDirectory() as workdir:
+            for stage in (1, 2, 3):
+                config = nvme_config(workdir, stage, optimizer={
+                    "device": "nvme", "nvme_path": workdir, "buffer_count": 9,
+                    "pipeline_read": True, "pipeline_write": True, "fast_init": True},
+                    aio={"block_size": 262144, "queue_depth": 16, "intra_op_parallelism": 2,
+                         "use_gds": False})
+                result = check_config(config)
+                self.accepted(result)
+                self.assertIn("accepted, changes nothing", result.stdout)  # fast_init
+            config = nvme_config(workdir, 3, optimizer={"device": "cpu"},
+                                 parameters={"device": "nvme", "nvme_path": workdir,
+                                             "max_in_cpu": 1000})
+            self.accepted(check_config(config))
+
+    def test_an_aio_block_without_nvme_is_accepted_and_marked_unused(self):
+        with tempfile.TemporaryDirectory() as workdir:
+            result = check_config(nvme_config(workdir, 2, optimizer={"device": "cpu"},
+                                              aio={"block_size": 262144, "thread_count": 2}))
+            self.accepted(result)
+            self.assertIn("unused: no offload device is \"nvme\"", result.stdout)
+
+    def test_what_nvme_offload_cannot_do_is_refused_by_name(self):
+        with tempfile.TemporaryDirectory() as workdir:
+            nvme = {"device": "nvme", "nvme_path": workdir}
+            cases = [
+                (nvme_config(workdir, 3, optimizer={"device": "nvme"}),
+                 ["zero_optimization.offload_optimizer.nvme_path: required with "
+                  "offload_optimizer.device \"nvme\""]),
+                (nvme_config(workdir, 3, parameters={"device": "nvme", "nvme_path": None}),
+                 ["zero_optimization.offload_param.nvme_path: required with"]),
+                (nvme_config(workdir, 0, optimizer=nvme),
+                 ["zero_optimization.offload_optimizer.device", "needs ZeRO"]),
+                (nvme_config(workdir, 2, optimizer=nvme, parameters=nvme),
+                 ["zero_optimization.offload_param.device", "needs ZeRO stage 3"]),
+                (nvme_config(workdir, 3, optimizer=dict(nvme, buffer_count=2)),
+                 ["zero_optimization.offload_optimizer.buffer_count", "at least 3"]),
+                (nvme_config(workdir, 3, optimizer=dict(nvme, pipeline_read=True)),
+                 ["zero_optimization.offload_optimizer.buffer_count", "pipeline_read",
+                  "at least 6"]),
+                (nvme_config(workdir, 1, optimizer=dict(nvme, buffer_count=6, pipeline_read=True,
+                                                        pipeline_write=True)),
+                 ["zero_optimization.offload_optimizer.buffer_count", "at least 9"]),
+                (nvme_config(workdir, 3, parameters=dict(nvme, buffer_count=0)),
+                 ["zero_optimization.offload_param.buffer_count"]),
+                (nvme_config(workdir, 3, optimizer=nvme, aio={"use_gds": True}),
+                 ["not supported yet: aio.use_gds", "GPUDirect Storage"]),
+                (nvme_config(workdir, 3, optimizer=nvme, aio={"block_size": 1000}),
+                 ["aio.block_size", "multiple of 4096", "O_DIRECT"]),
+                (nvme_config(workdir, 3, optimizer=nvme, aio={"queue_depth": 0}),
+                 ["aio.queue_depth"]),
+                (nvme_config(workdir, 3, optimizer=nvme,
+                             aio={"thread_count": 4, "intra_op_parallelism": 2}),
+                 ["aio.thread_count", "aio.intra_op_parallelism", "two spellings"]),
+                (nvme_config(workdir, 3, optimizer={"device": "cpu", "nvme_path": workdir}),
+                 ["zero_optimization.offload_optimizer.nvme_path", "has no effect"]),
+            ]
+            for config, needles in cases:
+                with self.subTest(needles=needles[0]):
+                    self.refused(check_config(config), *needles)
+
+    def test_train_takes_an_aio_backend_flag(self):
+        result = e2e.run(["train", "--aio-backend", "spdk", "--steps", "1"])
+        self.refused(result, "--aio-backend", "spdk")
+        help_text = e2e.run(["train", "--help"]).stdout
+        self.assertIn("--aio-backend", help_text)
+        self.assertIn("io_uring", help_text)
 
 
 if __name__ == "__main__":

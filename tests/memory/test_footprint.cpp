@@ -282,6 +282,36 @@ TEST(RunFootprint, CpuOffloadMovesTheOptimizerToHostMemory) {
       << describe_footprint(on_gpu);
 }
 
+TEST(RunFootprint, NvmeOffloadKeepsSwapBuffersInHostMemory) {
+  auto run = small_run();
+  run.placement = {2, Offload::Nvme, Offload::None};
+  run.settings.reduce_bucket_size = 1e4;  // a layer
+  run.settings.overlap_comm = false;
+  run.settings.sub_group_size = 5e3;  // the run's own (train passes it as both)
+  run.settings.nvme_sub_group_size = 5e3;
+  run.settings.optimizer_buffer_count = 6;  // two sets
+  const double slice = 3e4 / 2;
+  const auto cpu = [&] {
+    auto on_cpu = run;
+    on_cpu.placement.optimizer = Offload::Cpu;
+    return run_footprint(on_cpu);
+  }();
+  const auto footprint = run_footprint(run);
+  // The fp32 master and both moments on NVMe; in host memory two sets of three sub-group
+  // buffers instead of them; the device and the gradient side unchanged.
+  EXPECT_DOUBLE_EQ(footprint.nvme, 12 * slice);
+  EXPECT_DOUBLE_EQ(footprint.offloaded, cpu.offloaded - 12 * slice + 2 * 3 * 4 * 5e3);
+  EXPECT_DOUBLE_EQ(footprint.device(), cpu.device());
+  EXPECT_EQ(cpu.nvme, 0);
+  // Parameters on NVMe beyond max_in_cpu (stage 3).
+  run.placement = {3, Offload::Nvme, Offload::Nvme};
+  run.settings.parameter_max_in_cpu = 5e3;
+  run.settings.parameter_buffer_count = 2;
+  run.settings.parameter_buffer_size = 1e3;
+  const auto both = run_footprint(run);
+  EXPECT_DOUBLE_EQ(both.nvme, 12 * slice + 4 * (slice - 5e3));
+}
+
 TEST(RunFootprint, AbsurdSizesGiveHugeNumbersNotOverflows) {
   auto run = small_run();
   run.model = blocks(1e30, 1e20);

@@ -122,7 +122,11 @@ TEST(Planner, SixteenBitModelStatesFollowTheEngine) {
   EXPECT_DOUBLE_EQ(rows[6].cpu_per_node, 8 * (16 * slice + 2 * layer));
   EXPECT_DOUBLE_EQ(rows[6].cpu_parameters, 2 * slice);
   EXPECT_DOUBLE_EQ(rows[6].gpu_parameters, 2 * 2 * layer + 2 * 2 * layer);
-  EXPECT_DOUBLE_EQ(rows[8].nvme_per_node, 8 * (12 + 4 + 2) * slice);
+  // NVMe optimizer: the fp32 master and both moments (12) on NVMe; the slice (1e8 elements) is
+  // under offload_param.max_in_cpu (1e9), so offload_param nvme keeps it in host memory.
+  EXPECT_DOUBLE_EQ(rows[7].nvme_per_node, 8 * 12 * slice);
+  EXPECT_DOUBLE_EQ(rows[8].nvme_per_node, 8 * 12 * slice);
+  EXPECT_DOUBLE_EQ(rows[8].cpu_parameters, 2 * slice);
   // Traffic in 2 bytes: 2 Psi (N-1)/N, stage 3 3 Psi (N-1)/N.
   EXPECT_DOUBLE_EQ(rows[0].network_bytes, 2 * 2 * P * 7 / 8);
   EXPECT_DOUBLE_EQ(rows[2].network_bytes, 2 * 2 * P * 7 / 8);
@@ -255,6 +259,61 @@ TEST(Planner, ReductionsInAnotherDtypeStageTheirBuckets) {
   EXPECT_EQ(tight_rows[1].limit, "GPU");
 }
 
+TEST(Planner, NvmeHoldsTheOptimizerStatesAndTheParametersBeyondMaxInCpu) {
+  const double P = 8e8, layer = 1e7;
+  const auto shape = counts(P, layer);
+  const double slice = P / 8;
+  const double piece = 1e7;  // the sub-groups NVMe states stream in
+  for (const bool sixteen : {false, true}) {
+    SCOPED_TRACE(sixteen ? "16-bit" : "fp32");
+    const double e = sixteen ? 2 : 4;
+    auto settings = sixteen ? in_precision(shape, zt::memory::mixed_precision())
+                            : zt::memory::plan_settings(shape);
+    settings.nvme_sub_group_size = piece;
+    settings.optimizer_buffer_count = 4;  // DeepSpeed's default: one set of three buffers
+    settings.parameter_max_in_cpu = slice / 4;
+    settings.parameter_buffer_count = 5;
+    settings.parameter_buffer_size = 1e6;
+    const zt::memory::Placement cpu{3, Offload::Cpu, Offload::Cpu};
+    const zt::memory::Placement nvme_optimizer{3, Offload::Nvme, Offload::Cpu};
+    const zt::memory::Placement nvme_both{3, Offload::Nvme, Offload::Nvme};
+    const auto on_cpu = zt::memory::model_states(shape, cpu, 8, settings);
+    const auto optimizer = zt::memory::model_states(shape, nvme_optimizer, 8, settings);
+    const auto both = zt::memory::model_states(shape, nvme_both, 8, settings);
+    // Optimizer on NVMe: 12 bytes per element there (fp32 master, exp_avg, exp_avg_sq), the
+    // host keeping one set of three sub-group buffers instead.
+    EXPECT_DOUBLE_EQ(optimizer.nvme, 12 * slice);
+    EXPECT_DOUBLE_EQ(optimizer.host_optimizer_states, 3 * 4 * piece);
+    EXPECT_DOUBLE_EQ(optimizer.nvme_traffic, 2 * 12 * slice);  // read and written every step
+    EXPECT_EQ(on_cpu.nvme, 0);
+    EXPECT_DOUBLE_EQ(on_cpu.host_optimizer_states, 12 * slice);
+    // Gradients and parameters stay where CPU offload keeps them.
+    EXPECT_DOUBLE_EQ(optimizer.host_gradients, on_cpu.host_gradients);
+    EXPECT_DOUBLE_EQ(optimizer.host_parameters, e * slice);
+    EXPECT_DOUBLE_EQ(optimizer.device(), on_cpu.device());
+    // Parameters on NVMe too: the slice beyond max_in_cpu there, in the training dtype, read
+    // through buffer_count buffers of buffer_size elements.
+    EXPECT_DOUBLE_EQ(both.nvme, 12 * slice + e * 0.75 * slice);
+    EXPECT_DOUBLE_EQ(both.host_parameters, e * 0.25 * slice + e * 5 * 1e6);
+    EXPECT_GE(both.nvme_traffic, optimizer.nvme_traffic + e * 0.75 * slice);
+    EXPECT_DOUBLE_EQ(both.device(), on_cpu.device());
+    // More buffer sets (pipelining) cost host memory, not NVMe.
+    settings.optimizer_buffer_count = 9;
+    const auto pipelined = zt::memory::model_states(shape, nvme_optimizer, 8, settings);
+    EXPECT_DOUBLE_EQ(pipelined.host_optimizer_states, 3 * 3 * 4 * piece);
+    EXPECT_DOUBLE_EQ(pipelined.nvme, optimizer.nvme);
+    // A slice within max_in_cpu stays in host memory.
+    settings.parameter_max_in_cpu = slice;
+    const auto within = zt::memory::model_states(shape, nvme_both, 8, settings);
+    EXPECT_DOUBLE_EQ(within.nvme, 12 * slice);
+    EXPECT_DOUBLE_EQ(within.host_parameters, e * slice);
+  }
+  // At stage 1 too (DeepSpeed would run it as CPU offload; zerotrain swaps).
+  const auto stage1 = zt::memory::model_states(shape, {1, Offload::Nvme, Offload::None}, 8,
+                                               zt::memory::plan_settings(shape));
+  EXPECT_DOUBLE_EQ(stage1.nvme, 12 * slice);
+}
+
 TEST(Planner, SaysBytesPerParameter) {
   EXPECT_EQ(zt::memory::bytes_per_parameter_text({}), "4 + 4 + 8 bytes per parameter");
   EXPECT_EQ(zt::memory::bytes_per_parameter_text(zt::memory::mixed_precision()),
@@ -280,20 +339,30 @@ TEST(Planner, RecommendsTheFastestThatFits) {
   EXPECT_EQ(recommended(counts(20e9, 2e8), machine(8, 8, 80, 1024)), "stage 3");
   // Stage 3 needs 43 GB per GPU on one node: the optimizer goes to the CPU.
   EXPECT_EQ(recommended(counts(20e9, 2e8), machine(8, 1, 40, 512)), "stage 3 + optimizer on cpu");
-  // Not enough CPU memory either, but NVMe.
-  EXPECT_EQ(recommended(counts(20e9, 2e8), machine(8, 1, 40, 64, 3e9)),
+  // Not enough CPU memory for the optimizer's states (364 GiB per node), but NVMe: with it the
+  // node's CPU memory holds the gradient slices (80 GB), the swap buffers and the parameter
+  // slices (164 GiB), or with the parameters on NVMe too only their first max_in_cpu
+  // elements (134 GiB).
+  EXPECT_EQ(recommended(counts(20e9, 2e8), machine(8, 1, 40, 200, 3e9)),
+            "stage 3 + optimizer on nvme + parameters on cpu");
+  EXPECT_EQ(recommended(counts(20e9, 2e8), machine(8, 1, 40, 160, 3e9)),
             "stage 3 + optimizer on nvme + parameters on nvme");
   // Without NVMe nothing fits.
-  EXPECT_EQ(recommended(counts(20e9, 2e8), machine(8, 1, 40, 64)), "nothing");
+  EXPECT_EQ(recommended(counts(20e9, 2e8), machine(8, 1, 40, 160)), "nothing");
 }
 
 TEST(Planner, StreamingTimeUsesTheBandwidth) {
   const auto shape = counts(20e9, 2e8);
   const auto rows =
       zt::memory::make_plan(shape, machine(8, 1, 40, 64, 4e9), zt::memory::plan_settings(shape));
-  const auto& nvme = rows.back();
-  // Per rank 2 x 16 bytes per slice element read and written; 8 ranks share the bandwidth.
-  EXPECT_NEAR(nvme.nvme_seconds, 8 * 2 * 16 * (20e9 / 8) / 4e9, 1e-6);
+  const auto& optimizer = rows[rows.size() - 2];
+  ASSERT_EQ(optimizer.name(), "stage 3 + optimizer on nvme + parameters on cpu");
+  // Per rank the 12 bytes per slice element of the optimizer's states read and written back;
+  // 8 ranks share the bandwidth.
+  EXPECT_NEAR(optimizer.nvme_seconds, 8 * 2 * 12 * (20e9 / 8) / 4e9, 1e-6);
+  // The parameters beyond max_in_cpu (1e9 of the 2.5e9 per rank stay in CPU memory) add
+  // their reads and writes.
+  EXPECT_GE(rows.back().nvme_seconds, optimizer.nvme_seconds + 8 * 4 * 1.5e9 / 4e9);
 }
 
 }  // namespace

@@ -5,7 +5,11 @@
 // Per-rank memory follows the ZeRO formulas and traffic the ZeRO paper's volumes.
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <random>
 #include <string>
@@ -160,6 +164,25 @@ INSTANTIATE_TEST_SUITE_P(StageAccumulationOptimizer, Stages,
                                        : "_lamb");
                          });
 
+// NVMe offload into a folder of TMPDIR (or /tmp); the swap tag is rank 0's pid, so that runs at
+// several world sizes at once do not share folders.
+void use_nvme(EngineSettings& s, bool parameters = false) {
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string root = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+  int tag = static_cast<int>(getpid());
+  MPI_Bcast(&tag, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  s.offload.optimizer = true;
+  s.offload.optimizer_nvme = true;
+  s.offload.optimizer_nvme_path = root;
+  s.offload.parameters = parameters;
+  s.offload.parameters_nvme = parameters;
+  s.offload.parameter_nvme_path = root;
+  s.offload.aio.block_size = 8192;
+  s.offload.aio.queue_depth = 4;
+  s.offload.aio.intra_op_parallelism = 2;
+  s.offload.swap_tag = "test-engine-" + std::to_string(tag);
+}
+
 // Every zero_optimization knob changes how and when bytes move, never the result.
 struct Variant {
   std::string name;
@@ -179,6 +202,14 @@ TEST_P(Variants, MatchStageZeroOnOneRank) {
   variant.apply(settings);
   expect_close(reference_run(zt::optim::OptimizerType::Adam),
                train(*world, settings, kTrainBatch, kSteps));
+  if (settings.offload.optimizer_nvme || settings.offload.parameters_nvme) {
+    // The engines are gone, and their swap folders with them.
+    MPI_Barrier(MPI_COMM_WORLD);
+    struct stat info {};
+    const std::string job_folder =
+        settings.offload.optimizer_nvme_path + "/zerotrain-" + settings.offload.swap_tag;
+    EXPECT_NE(stat(job_folder.c_str(), &info), 0) << job_folder << " was left behind";
+  }
 }
 
 const Variant kVariants[] = {
@@ -270,6 +301,56 @@ const Variant kVariants[] = {
        s.offload.optimizer = true;
        s.offload.parameters = true;
        s.reduce_scatter = false;
+       s.param_persistence_threshold = 0;
+     }},
+    // ZeRO-Infinity: the same, with the optimizer's states (and parameters) in swap files.
+    {"stage1_nvme_optimizer", 1,
+     [](EngineSettings& s) {
+       use_nvme(s);
+       s.sub_group_size = 300;
+       s.reduce_bucket_size = 500;
+     }},
+    {"stage2_nvme_pipelined", 2,
+     [](EngineSettings& s) {
+       use_nvme(s);
+       s.overlap_comm = true;
+       s.sub_group_size = 200;
+       s.offload.optimizer_buffer_count = 9;
+       s.offload.pipeline_read = true;
+       s.offload.pipeline_write = true;
+     }},
+    {"stage3_nvme_optimizer_and_parameters", 3,
+     [](EngineSettings& s) {
+       use_nvme(s, /*parameters=*/true);
+       s.offload.parameter_max_in_cpu = 0;
+       s.offload.parameter_buffer_count = 2;
+       s.offload.optimizer_buffer_count = 6;
+       s.offload.pipeline_read = true;
+       s.param_persistence_threshold = 100;
+       s.prefetch_bucket_size = 2000;
+       s.sub_group_size = 250;
+     }},
+    {"stage3_nvme_parameters_partly_in_cpu", 3,
+     [](EngineSettings& s) {
+       use_nvme(s, /*parameters=*/true);
+       s.offload.parameter_max_in_cpu = 301;
+       s.offload.optimizer_buffer_count = 6;
+       s.offload.pipeline_write = true;
+       s.param_persistence_threshold = 0;
+       s.sub_group_size = 170;
+     }},
+    {"stage3_nvme_parameters_cpu_optimizer", 3,
+     [](EngineSettings& s) {
+       use_nvme(s, /*parameters=*/true);
+       s.offload.optimizer_nvme = false;
+       s.offload.parameter_max_in_cpu = 0;
+       s.param_persistence_threshold = 0;
+     }},
+    {"stage3_nvme_partial_offload", 3,
+     [](EngineSettings& s) {
+       use_nvme(s);
+       s.offload.ratio = 0.5;
+       s.sub_group_size = 200;
        s.param_persistence_threshold = 0;
      }},
 };

@@ -64,7 +64,8 @@ class Zerotrain(CMakePackage, CudaPackage):
     depends_on("yaml-cpp")
     depends_on("nlohmann-json")
     depends_on("cli11")
-    depends_on("libaio")  # NVMe offload (asynchronous I/O)
+    depends_on("libaio")  # NVMe offload: the aio engine builds both interfaces
+    depends_on("liburing")
 
     depends_on("kokkos@3.4:")
     depends_on("kokkos+openmp", when="+openmp")
