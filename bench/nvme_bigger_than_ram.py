@@ -72,7 +72,7 @@ def main():
     parser.add_argument("--n-head", type=int, default=20)
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--sub-group-size", type=int, default=100_000_000)
+    parser.add_argument("--sub-group-size", type=int, default=25_000_000)
     parser.add_argument("--block-size", type=int, default=1 << 20)
     parser.add_argument("--queue-depth", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
@@ -112,6 +112,7 @@ def main():
             "train_micro_batch_size_per_gpu": 1,
             "gradient_accumulation_steps": 1,
             "steps_per_print": 1,
+            "wall_clock_breakdown": True,
             "optimizer": {"type": "AdamW", "params": {"lr": 1e-4, "weight_decay": 0.01}},
             "zero_optimization": {
                 "stage": 3,
@@ -121,6 +122,12 @@ def main():
                 "offload_param": dict(nvme, buffer_count=4, buffer_size=2 * args.n_embd * VOCAB,
                                       max_in_cpu=0),
                 "stage3_param_persistence_threshold": 10 * args.n_embd,
+                # Buckets of a sub-group's size: the 5e8-element defaults would be 2 GB each.
+                "reduce_bucket_size": args.sub_group_size,
+                "stage3_prefetch_bucket_size": args.sub_group_size,
+                # Host memory is what this run is short of: few gathered layers at once.
+                "stage3_max_live_parameters": 8 * args.sub_group_size,
+                "stage3_max_reuse_distance": 0,
             },
             "aio": {"block_size": args.block_size, "queue_depth": args.queue_depth,
                     "intra_op_parallelism": args.threads, "single_submit": False,

@@ -424,9 +424,13 @@ DenseSwapFile::DenseSwapFile(AioEngine& engine, SwapFolder& folder, const std::s
   block_checksums_.assign(static_cast<std::size_t>(file_bytes / kDirectAlignment),
                           swap_checksum(nullptr, 0));
   memory::Tracker::instance().add(memory::Place::Nvme, memory::Kind::Parameters, file_bytes);
-  // A range of n elements touches at most n x size + 2 blocks (its unaligned edges).
+  // A range of n elements touches at most n x size + 2 blocks (its unaligned edges). Larger
+  // ranges go through in windows: past 64 MiB a bigger bounce buffer only costs memory (an
+  // embedding's part would otherwise double it), the requests are as large either way.
+  constexpr std::int64_t kMostBounceBytes = std::int64_t{64} << 20;
   const std::int64_t bounce =
-      align_up(std::min(largest_transfer, elements) * element_bytes, kDirectAlignment) +
+      std::min(align_up(std::min(largest_transfer, elements) * element_bytes, kDirectAlignment),
+               kMostBounceBytes) +
       2 * kDirectAlignment;
   read_bounce_ = TransferBuffer(bounce, memory::Kind::Parameters);
   write_bounce_ = TransferBuffer(bounce, memory::Kind::Parameters);

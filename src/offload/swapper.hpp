@@ -152,7 +152,8 @@ class SubGroupSwapper {
 /// One array of `elements` values of `element_bytes` in a swap file.
 class DenseSwapFile {
  public:
-  /// `largest_transfer`: elements of the largest read or write (sizes the bounce buffers).
+  /// `largest_transfer`: elements of the largest read or write (sizes the bounce buffers, up
+  /// to 64 MiB each; larger transfers go through in windows).
   DenseSwapFile(AioEngine& engine, SwapFolder& folder, const std::string& name,
                 std::int64_t elements, int element_bytes, std::int64_t largest_transfer, int rank);
   ~DenseSwapFile();
