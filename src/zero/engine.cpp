@@ -677,73 +677,37 @@ void Engine::host_optimizer_pass(bool first_pass, float grad_multiplier) {
   // ZeRO-Offload's schedule: the CPU optimizer reads a sub-group's gradients in host memory,
   // updates its master weights and moments and writes the new parameters in the model's dtype
   // in the same pass (Adam; LAMB in its second); they stream to the device while the next
-  // sub-group updates.
-  if (state_swapper_) {
-    swapped_optimizer_pass(first_pass, grad_multiplier);
-    return;
-  }
+  // sub-group updates. ZeRO-Infinity's (state_swapper_): the sub-group's master weights and
+  // moments come in from the swap files first (the next group's already on their way with
+  // pipeline_read) and go back out after (overlapping the next update with pipeline_write);
+  // Adam rewrites all three arrays, LAMB's first pass only the moments, its second only the
+  // master weights.
+  runtime::Stopwatch watch;
   const View params = slice_parameters();
   const View grads = slice_gradients();
   const std::int64_t piece = settings_.sub_group_size;
-  const bool writes = !first_pass || !optimizer_->needs_tensor_norms();
+  const bool lamb = optimizer_->needs_tensor_norms();
+  const bool writes = !first_pass || !lamb;
+  const unsigned dirty = !lamb ? 0b111u : first_pass ? 0b110u : 0b001u;
+  const bool in_place = params.place == Place::Host && !parameter_swap_;
   backend::Event copies[2];
-  float* master = host_master_.as<float>();
+  double computing = 0;
   int group = 0;
   for (std::int64_t begin = 0; begin < host_elements_; begin += piece, ++group) {
     const std::int64_t end = std::min(host_elements_, begin + piece);
     const std::int64_t length = end - begin;
-    optim::ParameterOutput out;
-    View staged;
-    int slot = 0;
-    if (writes && params.place == Place::Host && !parameter_swap_) {
-      out = {params.slice(begin, length).data, params.dtype};
-    } else if (writes) {
-      slot = param_staging_[1].empty() ? 0 : group % 2;
-      copies[slot].wait();  // the copy that last read this buffer
-      staged = param_staging_[slot].slice(0, length);
-      out = {staged.data, staged.dtype};
-    }
-    if (first_pass) {
-      const View g = grads.slice(begin, length);
-      optimizer_->update_range(
-          master + begin, optim::GradientInput{g.data, g.dtype, grad_multiplier}, begin, end, out);
+    float* master = nullptr;
+    if (state_swapper_) {
+      const auto& arrays = state_swapper_->acquire(group);
+      optimizer_->bind_swapped_states(begin, end, arrays[1], arrays[2]);
+      master = arrays[0];
     } else {
-      optimizer_->finish_range(master + begin, begin, end, out);
+      master = host_master_.as<float>() + begin;
     }
-    if (staged.data != nullptr && parameter_swap_)
-      store_slice_parameters(begin, end, staged.data);
-    else if (staged.data != nullptr)
-      copies[slot] = backend_.copy_async(staged, params.slice(begin, length));
-  }
-  if (parameter_swap_) parameter_swap_->flush();
-  for (auto& copy : copies) copy.wait();
-}
-
-void Engine::swapped_optimizer_pass(bool first_pass, float grad_multiplier) {
-  // ZeRO-Infinity's step: sub-group by sub-group, the master weights and moments come in from
-  // the swap files (the next group's already on their way with pipeline_read), the CPU
-  // optimizer updates them and writes the new parameters, and they go back out (overlapping the
-  // next update with pipeline_write). Adam rewrites all three arrays; LAMB's first pass only
-  // the moments, its second only the master weights.
-  runtime::Stopwatch watch;
-  const View params = slice_parameters();
-  const View grads = slice_gradients();
-  const bool lamb = optimizer_->needs_tensor_norms();
-  const bool writes = !first_pass || !lamb;
-  const unsigned dirty = !lamb ? 0b111u : first_pass ? 0b110u : 0b001u;
-  backend::Event copies[2];
-  double computing = 0;
-  for (int group = 0; group < state_swapper_->groups(); ++group) {
-    const std::int64_t begin = state_swapper_->group_begin(group);
-    const std::int64_t length = state_swapper_->group_size(group);
-    const std::int64_t end = begin + length;
-    const auto& arrays = state_swapper_->acquire(group);
     runtime::Stopwatch compute;
-    optimizer_->bind_swapped_states(begin, end, arrays[1], arrays[2]);
     optim::ParameterOutput out;
     View staged;
     int slot = 0;
-    const bool in_place = params.place == Place::Host && !parameter_swap_;
     if (writes && in_place) {
       out = {params.slice(begin, length).data, params.dtype};
     } else if (writes) {
@@ -754,23 +718,23 @@ void Engine::swapped_optimizer_pass(bool first_pass, float grad_multiplier) {
     }
     if (first_pass) {
       const View g = grads.slice(begin, length);
-      optimizer_->update_range(arrays[0], optim::GradientInput{g.data, g.dtype, grad_multiplier},
+      optimizer_->update_range(master, optim::GradientInput{g.data, g.dtype, grad_multiplier},
                                begin, end, out);
     } else {
-      optimizer_->finish_range(arrays[0], begin, end, out);
+      optimizer_->finish_range(master, begin, end, out);
     }
     computing += compute.seconds();
-    state_swapper_->release(group, dirty);
+    if (state_swapper_) state_swapper_->release(group, dirty);
     if (staged.data == nullptr) continue;
     if (parameter_swap_)
       store_slice_parameters(begin, end, staged.data);
     else
       copies[slot] = backend_.copy_async(staged, params.slice(begin, length));
   }
-  state_swapper_->finish();
+  if (state_swapper_) state_swapper_->finish();
   if (parameter_swap_) parameter_swap_->flush();
   for (auto& copy : copies) copy.wait();
-  nvme_waited_ += watch.seconds() - computing;
+  if (state_swapper_ || parameter_swap_) nvme_waited_ += watch.seconds() - computing;
 }
 
 void Engine::optimizer_step(const optim::StepHyper& hyper, double grad_multiplier) {

@@ -273,8 +273,6 @@ class Engine {
   /// New parameters [begin, end) of the slice, in the model's dtype in host memory: to the
   /// host part of the slice and the parameter swap file.
   void store_slice_parameters(std::int64_t begin, std::int64_t end, const void* values);
-  /// The swapped part of host_optimizer_pass.
-  void swapped_optimizer_pass(bool first_pass, float grad_multiplier);
   void all_gather_parameters();
   backend::View slice_parameters();
   backend::View slice_gradients();
