@@ -35,6 +35,14 @@ struct TrainOptions {
   // NVMe offload's I/O interface: auto, io_uring, libaio.
   std::string aio_backend = "auto";
   std::string save_weights;  // safetensors file of the final fp32 weights (empty: none)
+  // A transformers GPT-2 model.safetensors to start from instead of the seeded initialisation.
+  std::string init_weights;
+  // Checkpoints (src/checkpoint): where to save, how often (0: only at the end and on a stop
+  // signal), and where to resume from (tag empty: the one `latest` names).
+  std::string save_dir;
+  std::int64_t save_interval = 0;
+  std::string load_dir;
+  std::string load_tag;
   // The synthetic source's shape; given only without --data (they mean nothing with it).
   std::optional<int> synthetic_order;  // default 2
   std::optional<int> synthetic_branching;
@@ -119,5 +127,15 @@ int run_plan(const PlanOptions& options);
 int run_check_config(int argc, char** argv, const CheckConfigOptions& options);
 int run_data_from_text(const std::string& input, const std::string& output);
 std::string version_report();
+
+/// zerotrain consolidate: a checkpoint's weights as one Hugging Face GPT-2 model directory
+/// (model.safetensors, model.h5, config.json), one tensor at a time (serial, no MPI).
+struct ConsolidateOptions {
+  std::string checkpoint_dir;  // a --save-dir
+  std::string output_dir;      // created if missing
+  std::string tag;             // empty: the one `latest` names
+  std::string dtype = "fp32";  // fp32, bf16, fp16
+};
+int run_consolidate(const ConsolidateOptions& options);
 
 }  // namespace zt::app

@@ -156,9 +156,26 @@ int main(int argc, char** argv) {
   train_command->add_option(
       "--summary-json", train.summary_json,
       "Write the final summary as JSON here (default: <output-dir>/summary.json)");
+  train_command->add_option("--save-dir", train.save_dir,
+                            "Write checkpoints here (DIR/global_step<N>/, DIR/latest): at the end, "
+                            "every --save-interval steps, and on SIGUSR1/SIGTERM");
+  train_command
+      ->add_option("--save-interval", train.save_interval,
+                   "Also checkpoint every N steps (0: only at the end and on a signal)")
+      ->check(CLI::NonNegativeNumber);
+  train_command->add_option("--load-dir", train.load_dir,
+                            "Resume from the checkpoint DIR/latest names (any world size, stage "
+                            "and offload wrote it)");
+  train_command->add_option("--load-tag", train.load_tag,
+                            "Resume from DIR/TAG instead of the one DIR/latest names");
   train_command->add_option("--save-weights", train.save_weights,
                             "Write the final fp32 weights to this safetensors file (gathered one "
                             "tensor at a time)");
+  train_command
+      ->add_option("--init-weights", train.init_weights,
+                   "Start from these weights: a Hugging Face GPT-2 model.safetensors whose "
+                   "tensors match --model")
+      ->check(kRegularFile);
   train_command->add_option(
       "--device-memory-limit", train.device_memory_limit,
       "Cap on device bytes per rank, e.g. 64MiB (CPU runs: the tracked arena)");
@@ -330,6 +347,26 @@ int main(int argc, char** argv) {
       ->expected(2)
       ->check(CLI::NonNegativeNumber);
 
+  zt::app::ConsolidateOptions consolidate;
+  auto* consolidate_command = app.add_subcommand(
+      "consolidate",
+      "A checkpoint's weights as a Hugging Face GPT-2 model: OUT_DIR/model.safetensors, "
+      "model.h5, config.json (serial, no MPI)");
+  consolidate_command
+      ->add_option("checkpoint_dir", consolidate.checkpoint_dir, "A training run's --save-dir")
+      ->required();
+  consolidate_command
+      ->add_option("output_dir", consolidate.output_dir,
+                   "Where the model goes (created if missing)")
+      ->required();
+  consolidate_command->add_option("--tag", consolidate.tag,
+                                  "Checkpoint to consolidate (default: the one 'latest' names)");
+  consolidate_command
+      ->add_option("--dtype", consolidate.dtype,
+                   "fp32 (the fp32 master weights), bf16 or fp16 (rounded to nearest even)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
+      ->capture_default_str();
+
   if (const std::string unknown = unknown_command_message(app, argc, argv); !unknown.empty())
     return usage_error(argc, argv, unknown);
   try {
@@ -379,6 +416,7 @@ int main(int argc, char** argv) {
     }
     return zt::app::run_aio_bench(aio_bench);
   }
+  if (consolidate_command->parsed()) return zt::app::run_consolidate(consolidate);
   if (estimate_command->parsed()) return zt::app::run_estimate(estimate);
   if (plan_command->parsed()) return zt::app::run_plan(plan);
   if (is_rank_zero()) std::fputs(app.help().c_str(), stdout);

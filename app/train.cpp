@@ -12,9 +12,11 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 
@@ -24,11 +26,13 @@
 #include "app/report.hpp"
 #include "backend/backend.hpp"
 #include "build_info.hpp"
+#include "checkpoint/checkpoint.hpp"
 #include "comm/communicator.hpp"
 #include "config/config.hpp"
 #include "files/files.hpp"
 #include "git_revision.hpp"
 #include "io/hdf5_tokens.hpp"
+#include "io/safetensors_reader.hpp"
 #include "io/safetensors_writer.hpp"
 #include "io/sampler.hpp"
 #include "io/synthetic_markov.hpp"
@@ -39,11 +43,13 @@
 #include "memory/tracker.hpp"
 #include "model/gpt.hpp"
 #include "model/gpt_config.hpp"
+#include "model/hf_gpt2.hpp"
 #include "offload/aio.hpp"
 #include "runtime/agreement.hpp"
 #include "runtime/device.hpp"
 #include "runtime/environment.hpp"
 #include "runtime/log.hpp"
+#include "runtime/stop_request.hpp"
 #include "runtime/subprocess.hpp"
 #include "runtime/timer.hpp"
 #include "zero/engine.hpp"
@@ -546,34 +552,67 @@ class CsvMonitor {
   std::map<std::string, files::AppendFile> files_;
 };
 
-/// The final weights as safetensors, with the model's (Hugging Face GPT-2) tensor names. Every
-/// rank joins the gathers; rank 0 writes, holding one tensor at a time.
-void save_weights(zero::Engine& engine, const model::Gpt& model, const std::string& path,
-                  int rank) {
+/// The final weights as safetensors, as GPT2LMHeadModel.save_pretrained writes them: its tensor
+/// names ("transformer." prefix, no tied lm_head.weight), layout (Conv1D weights transposed)
+/// and metadata ({"format": "pt"}), all from model/hf_gpt2.hpp, so from_pretrained loads the
+/// file and, in fp32, it is byte for byte what `zerotrain consolidate` writes from a
+/// checkpoint of the same step. Every rank joins the gathers; rank 0 writes, holding one tensor
+/// and its transposed copy at a time.
+void save_weights(zero::Engine& engine, const model::Gpt& model, const std::string& path, int rank,
+                  kernels::DType dtype = kernels::DType::F32,
+                  const std::string& what = "--save-weights") {
   std::vector<io::TensorDescription> tensors;
   std::int64_t largest = 0;
   for (const auto& info : model.parameters()) {
-    tensors.push_back({info.name, info.shape});
+    tensors.push_back({model::hf_saved_name(info), model::hf_shape(info), dtype});
     largest = std::max(largest, info.numel);
   }
   std::unique_ptr<io::SafetensorsWriter> writer;
   if (rank == 0)
-    writer = std::make_unique<io::SafetensorsWriter>(
-        path, tensors,
-        std::vector<std::pair<std::string, std::string>>{
-            {"format", "pt"},
-            {"producer", std::string("zerotrain ") + ZT_VERSION},
-            {"step", std::to_string(engine.applied_steps())}},
-        "--save-weights");
+    writer = std::make_unique<io::SafetensorsWriter>(path, tensors,
+                                                     model::hf_safetensors_metadata(), what);
   std::vector<float> values(static_cast<std::size_t>(largest));
+  std::vector<float> hf_values(writer ? values.size() : 0);
   for (std::size_t p = 0; p < tensors.size(); ++p) {
     engine.gather_parameter(static_cast<int>(p), values.data());
-    if (writer) writer->write_next(values.data());
+    if (!writer) continue;
+    model::to_hf_layout(model.parameters()[p], values.data(), hf_values.data());
+    writer->write_next(hf_values.data());
   }
   if (writer) {
     writer->finish();
-    print(concat("  weights      ", path));
+    if (what == "--save-weights") print(concat("  weights      ", path));
   }
+}
+
+/// A resume may change the config on purpose (another stage, offload, world size); say what
+/// changed, so that an accidental change (a learning rate, a schedule) does not go unseen.
+void warn_about_config_changes(const checkpoint::CheckpointInfo& info, const std::string& now) {
+  const auto lines_of = [](const std::string& text) {
+    std::vector<std::string> lines;
+    std::istringstream stream(text);
+    for (std::string line; std::getline(stream, line);) lines.push_back(line);
+    std::sort(lines.begin(), lines.end());
+    return lines;
+  };
+  const auto before = lines_of(info.run.config_text);
+  const auto after = lines_of(now);
+  std::vector<std::string> removed;
+  std::vector<std::string> added;
+  std::set_difference(before.begin(), before.end(), after.begin(), after.end(),
+                      std::back_inserter(removed));
+  std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
+                      std::back_inserter(added));
+  if (removed.empty() && added.empty()) return;
+  std::string message = concat("the effective config differs from the one checkpoint ",
+                               files::quote(info.directory), " was trained with (",
+                               removed.size() + added.size(), " lines):");
+  constexpr std::size_t kShown = 6;
+  for (std::size_t i = 0; i < std::min(kShown, removed.size()); ++i)
+    message += "\n    was: " + removed[i];
+  for (std::size_t i = 0; i < std::min(kShown, added.size()); ++i)
+    message += "\n    now: " + added[i];
+  runtime::warn_once(message);
 }
 
 /// What the run will allocate per rank against what this node has: refused on every rank
@@ -716,11 +755,13 @@ OutputGuard preflight_outputs(const TrainOptions& options, const RunInputs& run,
       for (const auto& name : CsvMonitor::file_names())
         outputs.push_back({"csv_monitor file", csv_dir + "/" + name});
     }
+    if (!options.save_dir.empty()) files::check_output_directory(options.save_dir, "--save-dir");
     for (const auto& output : outputs)
       if (!output.path.empty()) files::check_output_file(output.path, output.what);
     files::check_outputs_are_not_inputs(outputs, {{"--config", options.config_path},
                                                   {"--model", options.model_path},
-                                                  {"--data", options.data_path}});
+                                                  {"--data", options.data_path},
+                                                  {"--init-weights", options.init_weights}});
 
     char started[64];
     const std::time_t now = std::time(nullptr);
@@ -732,6 +773,11 @@ OutputGuard preflight_outputs(const TrainOptions& options, const RunInputs& run,
     if (!csv_dir.empty() && !is_inside(csv_dir, run.output_dir))
       guard.locks.push_back(
           std::make_unique<files::DirectoryLock>(csv_dir, "csv_monitor directory", holder));
+    // One run at a time saves into a checkpoint directory (two would replace each other's
+    // `latest`, and a save removes partial checkpoints it finds there).
+    if (!options.save_dir.empty() && !is_inside(options.save_dir, run.output_dir))
+      guard.locks.push_back(
+          std::make_unique<files::DirectoryLock>(options.save_dir, "--save-dir", holder));
     for (const auto& lock : guard.locks)
       if (!lock->held())
         runtime::warn(concat("cannot lock ", files::quote(lock->lock_path()),
@@ -766,6 +812,27 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   RunInputs run = resolve_inputs(options, process.world_size);
   const auto& cfg = run.config;
 
+  // A resume reads the checkpoint's engine state (its checksum verified) on every rank before
+  // anything large is allocated: a wrong directory or another model's checkpoint stops the job
+  // at once.
+  if (!options.load_tag.empty() && options.load_dir.empty())
+    throw UserError("--load-tag needs --load-dir");
+  if (options.save_interval > 0 && options.save_dir.empty())
+    throw UserError("--save-interval needs --save-dir");
+  if (!options.init_weights.empty() && !options.load_dir.empty())
+    throw UserError("give --init-weights or --load-dir, not both: a resume continues from the "
+                    "checkpoint's weights");
+  std::unique_ptr<checkpoint::Reader> resume;
+  if (!options.load_dir.empty()) {
+    std::string problem;
+    try {
+      resume = std::make_unique<checkpoint::Reader>(options.load_dir, options.load_tag);
+    } catch (const std::exception& error) {
+      problem = error.what();
+    }
+    runtime::agree_on_problem(MPI_COMM_WORLD, problem);
+  }
+
   std::int64_t device_limit = 0;
   if (!options.device_memory_limit.empty()) {
     std::int64_t& limit = device_limit;
@@ -797,8 +864,11 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
         1;
     // Twice what the run reads, so no window repeats and the loss cannot go below the floor
     // by memorising the stream.
-    const std::int64_t stream = options.synthetic_tokens
-                                    ? *options.synthetic_tokens
+    // A resumed run reads the stream it was trained on (its length depends on --steps).
+    const std::int64_t resumed_stream = resume ? resume->info().run.synthetic_tokens : 0;
+    const std::int64_t stream = options.synthetic_tokens ? *options.synthetic_tokens
+                                : resumed_stream > 0
+                                    ? resumed_stream
                                     : static_cast<std::int64_t>(std::clamp(
                                           2 * tokens_needed, double{1 << 20}, double{1 << 26}));
     try {
@@ -878,6 +948,34 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   settings.loss_scaler = to_loss_scaler_settings(cfg.precision.loss_scaler);
   settings.check_overflow = cfg.precision.check_grad_overflow;
   settings.inject_overflow_at_steps = injected_overflow_steps();
+  // --init-weights: a transformers GPT-2 file, opened and matched against the model (names,
+  // shapes, dtypes, a tied head) on every rank before the engine is built; each rank then
+  // reads only the pieces it initialises.
+  std::unique_ptr<io::SafetensorsReader> init_file;
+  std::optional<model::HfImport> init_weights;
+  if (!options.init_weights.empty()) {
+    std::string problem;
+    try {
+      init_file = std::make_unique<io::SafetensorsReader>(options.init_weights, "--init-weights");
+      std::vector<model::HfFileTensor> listed;
+      for (const auto& tensor : init_file->tensors())
+        listed.push_back({tensor.name, tensor.shape, io::safetensors_dtype_name(tensor.dtype)});
+      init_weights.emplace(
+          model.parameters(), listed,
+          [&file = *init_file](std::size_t tensor, std::int64_t begin, std::int64_t end,
+                               float* out) { file.read(tensor, begin, end, out); },
+          init_file->label());
+    } catch (const io::IoError& error) {
+      problem = error.what();
+    } catch (const model::WeightsError& error) {
+      problem = error.what();
+    }
+    runtime::agree_on_problem(MPI_COMM_WORLD, problem);
+    settings.initial_values = [&import = *init_weights](int param, std::int64_t begin,
+                                                        std::int64_t end, float* out) {
+      import.fill(param, begin, end, out);
+    };
+  }
   {
     const auto& optimizer = cfg.zero.offload_optimizer;
     const auto& parameters = cfg.zero.offload_param;
@@ -968,6 +1066,9 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
                run.model.vocab_size, ", ", format_count(params), " parameters (",
                static_cast<long long>(run.model.num_parameters()), ")"));
   print(concat("  data         ", source->describe()));
+  if (init_file)
+    print(concat("  init         weights from ", options.init_weights, " (",
+                 model.parameters().size(), " tensors, ", init_file->dtype_summary(), ")"));
   if (synthetic != nullptr) {
     char line[200];
     std::snprintf(line, sizeof line,
@@ -983,6 +1084,49 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
                run.output_dir, "/"));
   print(concat("  memory       ", memory_line));
   print(config::format_effective_config(cfg));
+
+  // What a checkpoint records of this run, and what a resume must match.
+  const auto run_record = [&] {
+    checkpoint::RunRecord record;
+    record.zerotrain_version = std::string(ZT_VERSION) + " (git " + ZT_GIT_REVISION + ")";
+    record.precision = kernels::dtype_name(dtype);
+    record.optimizer = settings.optimizer.type == optim::OptimizerType::Lamb ? "Lamb" : "Adam";
+    record.stage = cfg.zero.stage;
+    record.world_size = process.world_size;
+    record.offload =
+        concat("optimizer states: ",
+               offload_place(settings.offload.optimizer, settings.offload.optimizer_nvme),
+               ", parameters: ",
+               offload_place(settings.offload.parameters, settings.offload.parameters_nvme));
+    record.config_text = config::format_effective_config(cfg);
+    record.model_config_json = model::hf_config_json(run.model);
+    record.data = source->describe();
+    record.seed = options.seed;
+    record.synthetic_tokens = synthetic_spec ? synthetic_spec->num_tokens : 0;
+    record.sampler = sampler.state();
+    record.rng =
+        "none: zerotrain draws no random numbers after initialisation (no dropout); "
+        "the data order is the sampler's, a function of seed and step";
+    return record;
+  };
+  if (resume) {
+    // The checkpoint replaces every value: skip the seeded initialisation (its random numbers
+    // cost more than reading a GPT-2's checkpoint back).
+    settings.initial_values = [](int, std::int64_t begin, std::int64_t end, float* out) {
+      std::fill(out, out + (end - begin), 0.0f);
+    };
+    std::vector<zero::FlatEntry> entries;
+    for (const auto& info : model.parameters())
+      entries.push_back(zero::FlatEntry{info.name, info.shape, info.numel, 0, info.layer});
+    const auto record = run_record();
+    checkpoint::check_compatible(resume->info(), record,
+                                 zero::FlatLayout(entries, process.world_size));
+    warn_about_config_changes(resume->info(), record.config_text);
+  }
+  // Slurm's warning before the time limit, scancel, mpirun's forwarded SIGUSR1: checkpoint at
+  // the next step boundary and exit cleanly (run_train blocked the signals for this).
+  std::optional<runtime::StopRequest> stop_request;
+  if (!options.save_dir.empty()) stop_request.emplace();
 
   zero::Engine engine(model, *comm, settings);
   print(concat("  zero         ", zero_description(engine.report(), cfg.zero)));
@@ -1001,6 +1145,61 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
       runtime::warn(concat("NVMe swap files in ", report.swap_folder,
                            " use buffered I/O, not O_DIRECT (", report.aio_direct, ")"));
   }
+  nlohmann::json resumed_from = nullptr;
+  double load_seconds = 0;
+  if (resume) {
+    const auto& info = resume->info();
+    resumed_from = {{"directory", info.directory},
+                    {"tag", info.tag},
+                    {"step", info.counters.global_steps},
+                    {"world_size", info.run.world_size},
+                    {"stage", info.run.stage}};
+    runtime::Stopwatch watch;
+    checkpoint::load(engine, MPI_COMM_WORLD, *resume);
+    try {
+      sampler.restore(info.run.sampler);
+    } catch (const std::invalid_argument& error) {
+      throw UserError(concat("checkpoint ", files::quote(info.directory), ": ", error.what()));
+    }
+    print(concat("  resume       ", info.directory, ": step ", info.counters.global_steps,
+                 ", written by ", info.run.world_size, " rank", info.run.world_size == 1 ? "" : "s",
+                 " at stage ", info.run.stage, " (", info.run.offload, "), loaded in ",
+                 runtime::format_duration(watch.seconds())));
+    load_seconds = watch.seconds();
+    resume.reset();  // closes its files
+  }
+  if (cfg.checkpoint.load_universal)
+    print(
+        "  checkpoint   checkpoint.load_universal changes nothing: every zerotrain checkpoint "
+        "loads on any world size, stage and offload setting");
+  checkpoint::SaveSettings save_settings;
+  save_settings.directory = options.save_dir;
+  save_settings.tag_validation = cfg.checkpoint.tag_validation;
+  save_settings.node_local = cfg.checkpoint.use_node_local_storage;
+  save_settings.local_rank = process.local_rank;
+  if (cfg.zero.gather_16bit_weights_on_model_save) {
+    // DeepSpeed's save_16bit_model: the model in the training dtype, gathered (at stage 3 one
+    // tensor at a time), beside the states, as transformers loads a folder: the checkpoint's
+    // folder is then a Hugging Face model too.
+    save_settings.extra_outputs = [&](const std::string& directory) {
+      save_weights(engine, model, directory + "/model.safetensors", process.rank, dtype,
+                   "stage3_gather_16bit_weights_on_model_save");
+      if (process.rank == 0) {
+        model::HfConfigOptions hf;
+        hf.dtype = dtype == backend::DType::BF16   ? "bfloat16"
+                   : dtype == backend::DType::F16 ? "float16"
+                                                  : "float32";
+        model::write_hf_config_json(directory + "/config.json", run.model, hf);
+      }
+    };
+  }
+  if (!options.save_dir.empty())
+    print(concat(
+        "  checkpoints  ", options.save_dir, "/global_step<N>",
+        options.save_interval > 0 ? concat(" every ", options.save_interval, " steps,")
+                                  : std::string(),
+        " at the end and on SIGUSR1/SIGTERM",
+        save_settings.node_local ? " (node-local: each node's first rank writes `latest`)" : ""));
   CsvMonitor csv_monitor(process.rank == 0 ? cfg.csv_monitor : config::CsvMonitorConfig{},
                          run.output_dir);
   if (csv_monitor.enabled()) print(concat("  csv_monitor  ", csv_monitor.directory(), "/"));
@@ -1026,7 +1225,26 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   std::vector<double> nvme_wait_seconds_per_step;
   std::vector<double> loss_scales;
   std::vector<std::int64_t> skipped_steps;
-  for (std::int64_t step = 0; step < run.steps; ++step) {
+  const std::int64_t first_step = engine.applied_steps();
+  if (first_step >= run.steps)
+    print(concat("  nothing to train: the checkpoint is at step ", first_step, ", --steps is ",
+                 run.steps));
+  std::vector<std::string> checkpoints_saved;
+  std::vector<double> save_seconds;
+  std::int64_t saved_at_step = -1;
+  int stopped_by = 0;
+  const auto save_checkpoint = [&] {
+    runtime::Stopwatch watch;
+    const std::string directory =
+        checkpoint::save(engine, MPI_COMM_WORLD, run_record(), save_settings,
+                         concat("global_step", engine.applied_steps()));
+    checkpoints_saved.push_back(directory);
+    save_seconds.push_back(watch.seconds());
+    saved_at_step = engine.applied_steps();
+    print(
+        concat("  checkpoint   ", directory, " (", runtime::format_duration(watch.seconds()), ")"));
+  };
+  for (std::int64_t step = first_step; step < run.steps; ++step) {
     last = engine.train_step([&](int micro, std::int32_t* inputs, std::int32_t* targets) {
       sampler.fill_micro_batch(*source, step, micro, inputs, targets);
     });
@@ -1052,7 +1270,7 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
     nvme_wait_seconds_per_step.push_back(last.nvme_wait_seconds);
     window_seconds += last.phases.total;
     ++window_steps;
-    if (step > 0) seconds_after_first_step += last.phases.total;
+    if (step > first_step) seconds_after_first_step += last.phases.total;
     if (last.step % print_every == 0 || last.step == run.steps || last.step == 1) {
       print_progress(last, run.steps, tokens_per_step * window_steps, window_seconds,
                      train_watch.seconds());
@@ -1061,8 +1279,22 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
       window_seconds = 0;
       window_steps = 0;
     }
+    if (options.save_interval > 0 && last.step % options.save_interval == 0) save_checkpoint();
+    if (stop_request) {
+      // Ranks see a signal at different moments; they stop at the same step.
+      int mine = stop_request->poll();
+      int any = 0;
+      ZT_MPI_CHECK(MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+      if (any != 0 && last.step < run.steps) {
+        stopped_by = any;
+        print(concat("  stopping     ", runtime::StopRequest::signal_name(any),
+                     " received: checkpointing at step ", last.step, " and exiting"));
+        break;
+      }
+    }
   }
   const double train_seconds = train_watch.seconds();
+  if (!options.save_dir.empty() && saved_at_step != engine.applied_steps()) save_checkpoint();
 
   if (!options.save_weights.empty())
     save_weights(engine, model, options.save_weights, process.rank);
@@ -1072,15 +1304,16 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   const std::size_t tail = std::min<std::size_t>(10, losses.size());
   double tail_mean = 0;
   for (std::size_t i = losses.size() - tail; i < losses.size(); ++i) tail_mean += losses[i];
-  tail_mean /= static_cast<double>(tail);
+  if (tail > 0) tail_mean /= static_cast<double>(tail);
   // The first step pays for first-touch page faults; leave it out of the rate when we can.
+  const auto trained_steps = static_cast<double>(losses.size());
   const double tokens_per_second =
-      run.steps > 1
-          ? tokens_per_step * static_cast<double>(run.steps - 1) / seconds_after_first_step
-          : tokens_per_step / train_seconds;
+      trained_steps > 1   ? tokens_per_step * (trained_steps - 1) / seconds_after_first_step
+      : trained_steps > 0 ? tokens_per_step / train_seconds
+                          : 0.0;
 
   nlohmann::json summary;
-  summary["final_loss"] = last.loss;
+  summary["final_loss"] = losses.empty() ? nlohmann::json(nullptr) : nlohmann::json(last.loss);
   summary["final_loss_mean_last_10"] = tail_mean;
   if (synthetic != nullptr) {
     summary["entropy_floor"] = synthetic->window_floor(run.seq_len);
@@ -1095,6 +1328,14 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   summary["launcher"] = process.launcher;
   summary["zero_stage"] = cfg.zero.stage;
   summary["steps"] = run.steps;
+  summary["first_step"] = first_step + 1;
+  summary["completed"] = engine.applied_steps() >= run.steps;
+  summary["stopped_by_signal"] =
+      stopped_by != 0 ? nlohmann::json(runtime::StopRequest::signal_name(stopped_by)) : nullptr;
+  summary["checkpoints"] = checkpoints_saved;
+  summary["resumed_from"] = resumed_from;
+  summary["checkpoint_save_seconds"] = save_seconds;
+  summary["checkpoint_load_seconds"] = load_seconds;
   summary["train_batch_size"] = cfg.train_batch_size;
   summary["train_micro_batch_size_per_gpu"] = cfg.train_micro_batch_size_per_gpu;
   summary["gradient_accumulation_steps"] = cfg.gradient_accumulation_steps;
@@ -1161,7 +1402,7 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
     }
     print(line);
     print(concat("  throughput   ", format_count(tokens_per_second), " tokens/s over ",
-                 process.world_size, " ranks; ", run.steps, " steps in ",
+                 process.world_size, " ranks; ", losses.size(), " steps in ",
                  runtime::format_duration(train_seconds)));
     const auto mean = [](const auto& values) {
       double sum = 0;
@@ -1213,6 +1454,9 @@ std::optional<std::uint64_t> parse_seed(const std::string& text) {
 }
 
 int run_train(int argc, char** argv, const TrainOptions& options) {
+  // Before MPI, Kokkos and OpenMP start threads (they inherit the mask); see StopRequest.
+  // Without --save-dir SIGTERM keeps its default action and ends the run.
+  if (!options.save_dir.empty()) runtime::StopRequest::block_stop_signals();
   runtime::Environment environment(argc, argv);
   try {
     return train(environment, options, argc, argv);

@@ -15,7 +15,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build_dir=${ZT_FUZZ_BUILD_DIR:-$repo/build-fuzz}
 fuzz_src=$repo/tests/fuzz
-read -r -a targets <<<"${ZT_FUZZ_TARGETS:-fuzz_deepspeed_config fuzz_model_config fuzz_hdf5_tokens}"
+read -r -a targets <<<"${ZT_FUZZ_TARGETS:-fuzz_deepspeed_config fuzz_model_config fuzz_hdf5_tokens fuzz_safetensors}"
 
 replay_only=0
 seconds=30

@@ -12,6 +12,7 @@ deps_prefix=${ZT_DEPS_PREFIX:-$repo/.deps}
 # (srun --mpi=pmix is in slurm-wlm-basic-plugins, which they pull in); libpmix-dev: that
 # plugin dlopens pmix2/lib/libpmix.so, a name only the -dev package ships.
 # git: the build reads the revision for --version and the tests compare it with HEAD.
+# python3-h5py: the checkpoint tests read zerotrain's HDF5 files with h5py, as users do.
 # fio: bench/aio_vs_fio.py measures the aio engine against it (same ioengine, --direct=1).
 # clang, libclang-rt-14-dev: the fuzz build (jobscripts/local/fuzz.sh); libFuzzer and the
 # sanitizer runtimes are in the latter, which clang only recommends.
@@ -22,7 +23,7 @@ debian_packages=(
   libyaml-cpp-dev libdnnl-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libaio-dev liburing-dev libcli11-dev nlohmann-json3-dev
-  python3 shellcheck git fio
+  python3 python3-h5py shellcheck git fio
   slurmctld slurmd slurm-client munge libpmix-dev
   clang libclang-rt-14-dev
 )

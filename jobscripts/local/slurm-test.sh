@@ -3,8 +3,11 @@
 # jobscripts/slurm/aio-sweep.sbatch on a real one-node Slurm started here: munged, slurmctld and
 # slurmd run as root from a temporary directory (their own config, key, socket, spool, state and
 # logs; no cgroups, so it works in containers), the training script is submitted with 2 tasks and
-# a short run, and its output and summary are checked; then a 3-task aio sweep of a small grid,
-# its CSVs and its merge. Every daemon it started is stopped and the directory removed on exit.
+# a short run, and its output and summary are checked; then the same job again, stopped after its
+# first step by `scancel --signal=USR1` (Slurm's warning before the time limit, by hand): it must
+# checkpoint, requeue itself, resume from the checkpoint under the same job id and finish with
+# the losses of the uninterrupted job, bit for bit; then a 3-task aio sweep of a small grid, its
+# CSVs and its merge. Every daemon it started is stopped and the directory removed on exit.
 # Skips (exit 0) when not root, or when Slurm is missing and cannot be installed.
 #   jobscripts/local/slurm-test.sh                 # uses build/app/zerotrain
 #   ZT_BUILD_DIR=build-x jobscripts/local/slurm-test.sh
@@ -13,7 +16,9 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build_dir=${ZT_BUILD_DIR:-$repo/build}
 zerotrain=${ZT_BIN:-$build_dir/app/zerotrain}
-steps=${ZT_SLURM_TEST_STEPS:-10}
+# 80 steps of the default model: about 10 s on 2 ranks of 1 core, long enough to stop the
+# second job in the middle.
+steps=${ZT_SLURM_TEST_STEPS:-80}
 started=$SECONDS
 
 say() { echo "slurm-test: $*"; }
@@ -137,7 +142,9 @@ pids+=($!)
 # slurm.conf: one node with this machine's CPUs and memory, one partition. proctrack/linuxproc
 # and task/affinity track and bind tasks without cgroups (so it works in containers; see
 # cgroup.conf below); config_overrides: slurmd trusts this file over the hardware it detects (a
-# container's CPU limit); no accounting database.
+# container's CPU limit); no accounting database. A requeued job may start again only
+# cred_expire + 1 s after its requeue (121 s by default) and then waits for the scheduler's next
+# pass (sched_interval, 60 s by default): 10 s and 1 s here keep the requeue test short.
 cat >"$tmp/slurm.conf" <<CONF
 ClusterName=zt-test
 SlurmctldHost=$host(127.0.0.1)
@@ -147,7 +154,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$tmp/munge.socket
+AuthInfo=socket=$tmp/munge.socket,cred_expire=10
 StateSaveLocation=$tmp/state
 SlurmdSpoolDir=$tmp/spool
 SlurmctldPidFile=$tmp/run/slurmctld.pid
@@ -163,6 +170,7 @@ TmpFS=$tmp/tmpfs
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 SchedulerType=sched/builtin
+SchedulerParameters=sched_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 MpiDefault=none
@@ -213,12 +221,14 @@ localids=$(timeout 60 srun --mpi=pmix -N 1 -n 2 -l printenv SLURM_LOCALID 2>&1 |
 [[ $localids == "0: 0 1: 1 " ]] || fail "srun --mpi=pmix -n 2: local ids '$localids', expected '0: 0 1: 1'"
 
 # The job: 2 tasks of 1 CPU each, a short run, output and summary in the temporary directory.
+# --time: the script asks for SIGUSR1 600 s before the time limit; a limit under 10 minutes
+# would send it (and requeue the job) right after the start.
 out=$tmp/job
 mkdir -p "$out"
 job_rc=0
 job_id=$(ZT_BIN=$zerotrain ZT_STEPS=$steps ZT_OUTPUT_DIR=$out/run \
   timeout 240 sbatch --wait --parsable --partition=zt --nodes=1 --ntasks-per-node=2 \
-  --cpus-per-task=1 --time=00:05:00 --chdir="$out" --output="$out/job-%j.out" \
+  --cpus-per-task=1 --time=00:20:00 --chdir="$out" --output="$out/job-%j.out" \
   "$repo/jobscripts/slurm/train-cpu.sbatch") || job_rc=$?
 job_id=${job_id%%;*}
 log=$out/job-$job_id.out
@@ -256,6 +266,78 @@ assert summary["launcher"].startswith("srun"), summary["launcher"]
 print(f"slurm-test: summary: world size 2, {steps} losses, final loss {summary['final_loss']:.4f}")
 PY
 say "job $job_id passed: 2 ranks by srun --mpi=pmix, exit 0"
+
+# Preemption: the same job again, its output and checkpoint directories left to the script
+# (runs/ and checkpoints/<job name>-<job id> in $out). After its first step scancel
+# --signal=USR1 signals the ranks as --signal=USR1@600 would: they checkpoint at the next step
+# boundary and exit 0, the script requeues the job, Slurm holds it cred_expire + 1 s and starts
+# it again under the same id, the script finds the checkpoint and resumes (--load-dir), and the
+# run ends at $steps with the uninterrupted job's losses. The output file is appended to by
+# both runs (#SBATCH --open-mode=append in the script; Slurm would truncate it).
+requeue_started=$SECONDS
+requeue_id=$(ZT_BIN=$zerotrain ZT_STEPS=$steps timeout 30 sbatch --parsable --partition=zt \
+  --nodes=1 --ntasks-per-node=2 --cpus-per-task=1 --time=00:20:00 --chdir="$out" \
+  --output="$out/job-%j.out" "$repo/jobscripts/slurm/train-cpu.sbatch") ||
+  fail "sbatch of the requeue job failed"
+requeue_id=${requeue_id%%;*}
+requeue_log=$out/job-$requeue_id.out
+# Wait (at most 90 s) for the first step's progress line.
+for _ in $(seq 180); do
+  grep -qE '^step +1/' "$requeue_log" 2>/dev/null && break
+  sleep 0.5
+done
+grep -qE '^step +1/' "$requeue_log" 2>/dev/null || fail "job $requeue_id printed no step within 90 s"
+timeout 10 scancel --signal=USR1 "$requeue_id" || fail "scancel --signal=USR1 $requeue_id failed"
+# Follow the job to its end (at most 150 s), noting each state it passes through.
+states=()
+state=
+record=
+for _ in $(seq 300); do
+  record=$(timeout 5 scontrol show job --oneliner "$requeue_id" 2>/dev/null || true)
+  previous=$state
+  state=$(grep -oE 'JobState=[A-Z_]+' <<<"$record" || true)
+  state=${state#JobState=}
+  if [[ -n $state && $state != "$previous" ]]; then states+=("$state"); fi
+  [[ $state == COMPLETED || $state == FAILED || $state == CANCELLED || $state == TIMEOUT ]] && break
+  sleep 0.5
+done
+echo "---- job $requeue_id output (the script's lines, stop, resume, checkpoints, first and last steps)"
+grep -E "^(job |  (resume|stopping|checkpoint) |step +(1|$steps)/)" "$requeue_log" || true
+echo "---- job $requeue_id states: ${states[*]}"
+[[ $state == COMPLETED ]] || fail "job $requeue_id is ${state:-unseen} after 150 s, not COMPLETED"
+grep -q ' ExitCode=0:0' <<<"$record" || fail "job $requeue_id: $(grep -oE ' ExitCode=[0-9:]+' <<<"$record")"
+grep -q ' Restarts=1 ' <<<"$record" || fail "job $requeue_id: $(grep -oE 'Restarts=[0-9]+' <<<"$record"), not Restarts=1"
+[[ " ${states[*]} " == *" PENDING "* ]] || fail "job $requeue_id was never seen pending again after the requeue"
+stop_step=$(grep -oE 'SIGUSR1 received: checkpointing at step [0-9]+' "$requeue_log" | grep -oE '[0-9]+$' || true)
+[[ -n $stop_step ]] || fail "job $requeue_id: no 'SIGUSR1 received: checkpointing at step N' line"
+requeue_save=$out/checkpoints/zero-train-cpu-$requeue_id
+grep -q "^job $requeue_id: stopped by SIGUSR1 after $stop_step steps, checkpoint in checkpoints/zero-train-cpu-$requeue_id: requeueing" "$requeue_log" ||
+  fail "job $requeue_id: the script did not say it requeued after $stop_step steps"
+grep -q "^job $requeue_id: resuming from checkpoints/zero-train-cpu-$requeue_id/global_step$stop_step (restart 1)$" "$requeue_log" ||
+  fail "job $requeue_id: the requeued run did not say it resumes from global_step$stop_step"
+(($(grep -c "^job $requeue_id on " "$requeue_log") == 2)) || fail "job $requeue_id: its output does not show two runs"
+[[ $(cat "$requeue_save/latest" 2>/dev/null) == "global_step$steps" ]] ||
+  fail "$requeue_save/latest is '$(cat "$requeue_save/latest" 2>/dev/null)', not global_step$steps"
+[[ -d $requeue_save/global_step$stop_step ]] || fail "no $requeue_save/global_step$stop_step"
+python3 - "$out/run/summary.json" "$out/runs/zero-train-cpu-$requeue_id/summary.json" "$steps" \
+  "$stop_step" "$requeue_id" <<'PY' || fail "the requeued job's summary does not continue the uninterrupted job's"
+import json, sys
+whole, resumed = (json.load(open(path)) for path in sys.argv[1:3])
+steps, stop, job = int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+assert 1 <= stop < steps, stop
+assert resumed["completed"] is True and resumed["stopped_by_signal"] is None, resumed["completed"]
+assert resumed["first_step"] == stop + 1, resumed["first_step"]
+origin = resumed["resumed_from"]
+assert origin["tag"] == f"global_step{stop}" and origin["step"] == stop, origin
+assert origin["directory"] == f"checkpoints/zero-train-cpu-{job}/global_step{stop}", origin
+assert origin["world_size"] == 2, origin
+assert resumed["checkpoints"][-1].endswith(f"global_step{steps}"), resumed["checkpoints"]
+# Bit-identical: the same floats, not close ones (same config, same 2 ranks).
+assert resumed["losses"] == whole["losses"][stop:], "the losses after the resume differ"
+print(f"slurm-test: requeue: stopped at step {stop}, resumed at {stop + 1}, "
+      f"{len(resumed['losses'])} losses equal to the uninterrupted job's")
+PY
+say "job $requeue_id passed: SIGUSR1, checkpoint at step $stop_step, requeued (Restarts=1), resumed, completed in $((SECONDS - requeue_started)) s"
 
 # The aio sweep (jobscripts/slurm/aio-sweep.sbatch): a 3-task job array splits a grid of 8
 # settings of a 16 MiB file; the tasks are --exclusive, so on the one node they take turns; the
@@ -307,4 +389,4 @@ assert again.stdout == merged, "merging again by hand gave another result"
 print(f"slurm-test: aio sweep: 3 array tasks, 8 settings on {host}, best {blocks[-1]['aio']}")
 PY
   fail "the aio sweep's results in $results are wrong"
-say "PASS in $((SECONDS - started)) s (job $job_id: 2 ranks by srun --mpi=pmix; aio sweep $aio_job: 3 array tasks merged)"
+say "PASS in $((SECONDS - started)) s (job $job_id: 2 ranks by srun --mpi=pmix; job $requeue_id: requeued on SIGUSR1 and resumed; aio sweep $aio_job: 3 array tasks merged)"

@@ -6,7 +6,17 @@
 #   ZT_RANKS_PER_NODE  ranks per node (default: the GPUs of this node, 2 without GPUs)
 #   ZT_CPUS_PER_RANK   cores per rank and OMP_NUM_THREADS (default: this node's cores / ranks)
 #   ZT_BIN             the zerotrain executable (default: build/app/zerotrain of this checkout)
-# The nodes must be reachable by ssh without a password and see the same paths.
+#   ZT_SAVE_DIR        --save-dir, checkpoints (default: none, unless --save-dir is among the options)
+# The nodes must be reachable by ssh without a password and see the same paths (the save
+# directory too: every rank writes its part of each checkpoint).
+# Checkpoints and stopping: with a save directory that already has a `latest`, the run resumes
+# from it (--load-dir, which replaces a --load-dir/--load-tag among the options), so running the
+# same command again continues an interrupted run up to --steps, bit-identically to an
+# uninterrupted one (same config and rank count). To checkpoint and stop a run:
+#   kill -USR1 <pid of this script>    # it becomes mpirun, which forwards SIGUSR1 to every rank;
+#                                      # they checkpoint at the next step boundary and exit 0
+# SIGTERM or Ctrl-C to mpirun does not checkpoint: mpirun sends the ranks SIGTERM and SIGKILL
+# right after it. SIGTERM sent to the ranks themselves (as Slurm does) checkpoints like SIGUSR1.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
@@ -17,6 +27,35 @@ fi
 hostfile=$1
 shift
 zerotrain=${ZT_BIN:-$repo/build/app/zerotrain}
+
+# The save directory: --save-dir among the options (--save-dir DIR or --save-dir=DIR), else
+# ZT_SAVE_DIR (then passed as --save-dir).
+save_dir=${ZT_SAVE_DIR:-}
+save_dir_given=0
+for ((i = 1; i <= $#; i++)); do
+  case ${!i} in
+    --save-dir=*) save_dir=${!i#*=} save_dir_given=1 ;;
+    --save-dir)
+      next=$((i + 1))
+      save_dir=${!next:-} save_dir_given=1
+      ;;
+  esac
+done
+args=()
+if [[ -n $save_dir ]] && ((!save_dir_given)); then args+=(--save-dir "$save_dir"); fi
+if [[ -n $save_dir && -f $save_dir/latest ]]; then
+  echo "train.sh: resuming from $save_dir/$(cat "$save_dir/latest")"
+  args+=(--load-dir "$save_dir")
+  for ((i = 1; i <= $#; i++)); do
+    case ${!i} in
+      --load-dir=* | --load-tag=*) ;;
+      --load-dir | --load-tag) i=$((i + 1)) ;;
+      *) args+=("${!i}") ;;
+    esac
+  done
+else
+  args+=("$@")
+fi
 
 # One rank per GPU when the node has GPUs, else two ranks sharing the node's cores.
 gpus=$(nvidia-smi --list-gpus 2>/dev/null | wc -l || true)
@@ -42,4 +81,4 @@ exec mpirun --hostfile "$hostfile" \
   -x OMP_NUM_THREADS -x PATH -x LD_LIBRARY_PATH \
   ${OMPI_ALLOW_RUN_AS_ROOT:+-x OMPI_ALLOW_RUN_AS_ROOT -x OMPI_ALLOW_RUN_AS_ROOT_CONFIRM} \
   --report-bindings \
-  "$zerotrain" train "$@"
+  "$zerotrain" train "${args[@]}"

@@ -561,4 +561,35 @@ DirectoryLock::~DirectoryLock() {
   if (fd_ >= 0) ::close(fd_);  // releases the lock; the file stays for the next run to reuse
 }
 
+void sync_path(const std::string& path, const std::string& what) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) fail_errno(cause_of(errno), what, path, "cannot open it to flush it", errno);
+  const int result = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  if (result != 0 && error != EINVAL && error != EROFS && error != ENOTSUP)
+    fail_errno(Cause::kIoFailure, what, path, "cannot flush it to disk", error);
+}
+
+void make_directory(const std::string& path, const std::string& what, bool may_exist) {
+  if (::mkdir(path.c_str(), 0755) == 0) return;
+  const int error = errno;
+  struct stat status {};
+  if (error == EEXIST && may_exist && ::lstat(path.c_str(), &status) == 0 &&
+      S_ISDIR(status.st_mode))
+    return;
+  fail_errno(cause_of(error), what, path, "cannot create the directory", error);
+}
+
+void rename_path(const std::string& from, const std::string& to, const std::string& what) {
+  if (::rename(from.c_str(), to.c_str()) != 0)
+    fail_errno(cause_of(errno), what, to, "cannot move " + quote(from) + " there", errno);
+  sync_directory(directory_of(to), what, to);
+}
+
+void remove_tree(const std::string& path) noexcept {
+  std::error_code ignored;
+  fs::remove_all(path, ignored);
+}
+
 }  // namespace zt::files

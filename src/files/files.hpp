@@ -155,6 +155,16 @@ class StagedFile {
   bool committed_ = false;
 };
 
+/// fsync of a file or directory by name (what a library such as HDF5 wrote and closed), so
+/// that a rename that follows publishes durable contents. Throws FileError naming `what`.
+void sync_path(const std::string& path, const std::string& what);
+/// mkdir (mode 0755 less the umask); an existing directory is fine when `may_exist`.
+void make_directory(const std::string& path, const std::string& what, bool may_exist = false);
+/// rename(2) of a file or directory, then fsync of the target's directory.
+void rename_path(const std::string& from, const std::string& to, const std::string& what);
+/// Removes a directory tree we created (best effort: errors are ignored, links not followed).
+void remove_tree(const std::string& path) noexcept;
+
 /// A log that grows during a run (csv_monitor): created or truncated at open (a regular file,
 /// never through a link), every write checked, fsynced at close.
 class AppendFile {

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "io/safetensors_writer.hpp"
 
+#include <algorithm>
+#include <set>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
@@ -11,6 +13,21 @@ std::int64_t TensorDescription::numel() const {
   std::int64_t count = 1;
   for (const auto extent : shape) count *= extent;
   return count;
+}
+
+const char* safetensors_name(kernels::DType dtype) {
+  switch (dtype) {
+    case kernels::DType::F32:
+      return "F32";
+    case kernels::DType::F16:
+      return "F16";
+    case kernels::DType::BF16:
+      return "BF16";
+    default:
+      break;
+  }
+  throw std::invalid_argument(std::string("safetensors: cannot store ") +
+                              kernels::dtype_name(dtype) + " weights");
 }
 
 SafetensorsWriter::SafetensorsWriter(
@@ -24,10 +41,16 @@ SafetensorsWriter::SafetensorsWriter(
     header["__metadata__"] = meta;
   }
   std::int64_t offset = 0;
+  std::set<std::string> names;
   for (const auto& tensor : tensors_) {
-    const std::int64_t bytes = tensor.numel() * 4;
-    header[tensor.name] = {
-        {"dtype", "F32"}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + bytes}}};
+    // ordered_json would keep the second of two equal names and drop the first's offsets.
+    if (tensor.name == "__metadata__" || !names.insert(tensor.name).second)
+      throw std::invalid_argument("safetensors: tensor name '" + tensor.name +
+                                  "' is reserved or given twice");
+    const std::int64_t bytes = tensor.numel() * kernels::size_of(tensor.dtype);
+    header[tensor.name] = {{"dtype", safetensors_name(tensor.dtype)},
+                           {"shape", tensor.shape},
+                           {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string text = header.dump();
@@ -46,10 +69,28 @@ SafetensorsWriter::~SafetensorsWriter() = default;
 
 void SafetensorsWriter::write_next(const float* values) {
   if (next_ >= tensors_.size()) throw std::logic_error("safetensors: more tensors than declared");
-  const auto count = static_cast<std::size_t>(tensors_[next_].numel());
-  // Little-endian fp32 is what this writer targets (every platform zerotrain builds on).
+  const TensorDescription& tensor = tensors_[next_];
+  const std::int64_t count = tensor.numel();
+  // Little-endian is what this writer targets (every platform zerotrain builds on).
   static_assert(sizeof(float) == 4, "fp32");
-  file_->write(values, count * sizeof(float));
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors data is little-endian");
+  if (tensor.dtype == kernels::DType::F32) {
+    file_->write(values, static_cast<std::size_t>(count) * sizeof(float));
+  } else {
+    // Rounded a bounded piece at a time: no second copy of the tensor.
+    constexpr std::int64_t kPiece = std::int64_t{1} << 16;
+    std::vector<std::uint16_t> rounded(static_cast<std::size_t>(std::min(count, kPiece)));
+    for (std::int64_t at = 0; at < count; at += kPiece) {
+      const std::int64_t n = std::min(kPiece, count - at);
+      if (tensor.dtype == kernels::DType::F16)
+        for (std::int64_t i = 0; i < n; ++i)
+          rounded[i] = kernels::from_float<kernels::fp16>(values[at + i]).bits;
+      else
+        for (std::int64_t i = 0; i < n; ++i)
+          rounded[i] = kernels::from_float<kernels::bf16>(values[at + i]).bits;
+      file_->write(rounded.data(), static_cast<std::size_t>(n) * sizeof(std::uint16_t));
+    }
+  }
   ++next_;
 }
 

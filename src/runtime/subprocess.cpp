@@ -66,8 +66,17 @@ ProcessResult run_helper_process(const std::vector<std::string>& arguments,
     if (!is_launcher_variable(*entry)) envp.push_back(*entry);
   envp.push_back(nullptr);
 
+  // The helper starts with no signal blocked (a training run blocks its stop signals).
+  posix_spawnattr_t attributes;
+  posix_spawnattr_init(&attributes);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attributes, &none);
+  posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK);
   pid_t child = 0;
-  const int spawned = ::posix_spawn(&child, argv[0], &actions, nullptr, argv.data(), envp.data());
+  const int spawned =
+      ::posix_spawn(&child, argv[0], &actions, &attributes, argv.data(), envp.data());
+  posix_spawnattr_destroy(&attributes);
   posix_spawn_file_actions_destroy(&actions);
   if (spawned != 0)
     throw std::runtime_error(concat("cannot start ", arguments[0], ": ", std::strerror(spawned)));

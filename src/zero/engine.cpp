@@ -385,12 +385,18 @@ void Engine::initialise_parameters() {
   std::vector<float> values;
   auto initialise = [&](int p, std::int64_t begin, std::int64_t end, View out) {
     const auto& info = parameters[static_cast<std::size_t>(p)];
+    const auto fill = [&](float* target) {
+      if (settings_.initial_values)
+        settings_.initial_values(p, begin, end, target);
+      else
+        model::init_parameter_range(info, p, settings_.seed, begin, end, target);
+    };
     if (out.dtype == DType::F32) {
-      model::init_parameter_range(info, p, settings_.seed, begin, end, out.as<float>());
+      fill(out.as<float>());
       return;
     }
     values.resize(static_cast<std::size_t>(end - begin));
-    model::init_parameter_range(info, p, settings_.seed, begin, end, values.data());
+    fill(values.data());
     // Host-memory values: a parameter slice offloaded to host memory is written in place.
     backend_.convert(ConstView{values.data(), end - begin, DType::F32, out.place}, out);
   };
@@ -1081,6 +1087,226 @@ std::vector<float> Engine::gather_all_parameters() {
     all.insert(all.end(), values.begin(), values.end());
   }
   return all;
+}
+
+}  // namespace zt::zero
+
+namespace zt::zero {
+
+const char* state_array_name(StateArray array) {
+  switch (array) {
+    case StateArray::Parameters:
+      return "parameters";
+    case StateArray::Master:
+      return "fp32_master";
+    case StateArray::ExpAvg:
+      return "exp_avg";
+    case StateArray::ExpAvgSq:
+      return "exp_avg_sq";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// The swapper's arrays, in SubGroupSwapper's layout order.
+constexpr int kSwappedMaster = 0;
+constexpr int kSwappedExpAvg = 1;
+constexpr int kSwappedExpAvgSq = 2;
+
+int swapped_index(StateArray array) {
+  return array == StateArray::ExpAvg     ? kSwappedExpAvg
+         : array == StateArray::ExpAvgSq ? kSwappedExpAvgSq
+                                         : kSwappedMaster;
+}
+
+/// The optimizer's (non-swapped) view of `name` that holds range element `index`.
+const optim::StateTensor& moment_view(const std::vector<optim::StateTensor>& views,
+                                      const char* name, std::int64_t index) {
+  for (const auto& view : views)
+    if (view.name == name && view.data != nullptr && index >= view.offset &&
+        index < view.offset + view.size)
+      return view;
+  throw std::logic_error(runtime::concat("engine: no ", name, " state holds element ", index));
+}
+
+/// Sorted, distinct cut points inside [begin, end), both ends included.
+std::vector<std::int64_t> cuts_between(std::int64_t begin, std::int64_t end,
+                                       std::vector<std::int64_t> points) {
+  points.push_back(begin);
+  points.push_back(end);
+  for (auto& point : points) point = std::clamp(point, begin, end);
+  std::sort(points.begin(), points.end());
+  points.erase(std::unique(points.begin(), points.end()), points.end());
+  return points;
+}
+
+}  // namespace
+
+std::vector<StateArray> Engine::state_arrays() const {
+  std::vector<StateArray> arrays{StateArray::Parameters};
+  if (mixed()) arrays.push_back(StateArray::Master);
+  arrays.push_back(StateArray::ExpAvg);
+  arrays.push_back(StateArray::ExpAvgSq);
+  return arrays;
+}
+
+EngineCounters Engine::counters() const {
+  EngineCounters counters;
+  counters.global_steps = global_steps_;
+  counters.optimizer_steps = optimizer_steps_;
+  counters.has_loss_scaler = scaler_ != nullptr;
+  if (scaler_) counters.loss_scaler = scaler_->state();
+  return counters;
+}
+
+void Engine::set_counters(const EngineCounters& counters) {
+  if (counters.optimizer_steps < 0 || counters.optimizer_steps > counters.global_steps)
+    throw std::invalid_argument("engine: optimizer steps must lie in [0, global steps]");
+  global_steps_ = counters.global_steps;
+  optimizer_steps_ = counters.optimizer_steps;
+  if (scaler_ && counters.has_loss_scaler) scaler_->set_state(counters.loss_scaler);
+}
+
+void Engine::save_state(const StateSink& sink, std::int64_t piece_elements) {
+  piece_elements = std::max<std::int64_t>(1, piece_elements);
+  const std::int64_t begin = slice_begin_;
+  const std::int64_t end = slice_begin_ + layout_.slice_elements();
+  // The optimizer's range starts at 0 at stage 0 (it steps the whole buffer), else at the slice.
+  const std::int64_t range_begin = settings_.stage == 0 ? 0 : slice_begin_;
+  Buffer host(DType::F32, std::min(piece_elements, std::max<std::int64_t>(1, end - begin)),
+              Place::Host, memory::Kind::Other);
+  const auto moments = optimizer_->state();
+  for (const StateArray array : state_arrays()) {
+    const DType dtype = array == StateArray::Parameters ? settings_.dtype : DType::F32;
+    // Cut where the array changes place, so that every piece is read from one buffer.
+    std::vector<std::int64_t> points;
+    if (array == StateArray::Parameters) {
+      if (settings_.stage == 3) points.push_back(slice_begin_ + params_in_host_);
+    } else {
+      points.push_back(range_begin + host_elements_);
+      for (const auto& view : moments)
+        if (view.data != nullptr) points.push_back(range_begin + view.offset);
+    }
+    const auto cuts = cuts_between(begin, end, points);
+    for (std::size_t c = 0; c + 1 < cuts.size(); ++c) {
+      for (std::int64_t first = cuts[c]; first < cuts[c + 1]; first += piece_elements) {
+        const std::int64_t last = std::min(cuts[c + 1], first + piece_elements);
+        const std::int64_t count = last - first;
+        const View out{host.view().data, count, dtype, Place::Host};
+        const std::int64_t index = first - range_begin;  // in the optimizer's range
+        const bool swapped = index < host_elements_ && state_swapper_;
+        if (array == StateArray::Parameters) {
+          if (settings_.stage == 3)
+            read_slice_parameters(first - slice_begin_, last - slice_begin_, out.data);
+          else
+            backend_.copy_async(params_full_.slice(first, count), out).wait();
+        } else if (swapped) {
+          state_swapper_->read_range(swapped_index(array), index, index + count, out.as<float>());
+        } else if (array == StateArray::Master && index < host_elements_) {
+          std::memcpy(out.data, host_master_.slice(index, count).data,
+                      static_cast<std::size_t>(count) * sizeof(float));
+        } else if (array == StateArray::Master) {
+          backend_.copy_async(master_.slice(index - host_elements_, count), out).wait();
+        } else {
+          const auto& view =
+              moment_view(moments, array == StateArray::ExpAvg ? "exp_avg" : "exp_avg_sq", index);
+          const ConstView from{view.data + (index - view.offset), count, DType::F32, view.place};
+          backend_.copy_async(from, out).wait();
+        }
+        sink(array, first, last, out.data, dtype);
+      }
+    }
+  }
+}
+
+void Engine::load_state(const StateSource& source, std::int64_t piece_elements) {
+  piece_elements = std::max<std::int64_t>(1, piece_elements);
+  const int stage = settings_.stage;
+  // What this rank holds: the whole buffer at stage 0, its slice from stage 1 on (stages 1-2
+  // hold all parameters, but load their slice and all-gather the rest).
+  const std::int64_t begin = stage == 0 ? 0 : slice_begin_;
+  const std::int64_t end =
+      stage == 0 ? layout_.padded_elements() : slice_begin_ + layout_.slice_elements();
+  const std::int64_t range_begin = begin;
+  Buffer host(DType::F32, std::min(piece_elements, std::max<std::int64_t>(1, end - begin)),
+              Place::Host, memory::Kind::Other);
+  const auto for_pieces = [&](const std::vector<std::int64_t>& cuts, auto&& body) {
+    for (std::size_t c = 0; c + 1 < cuts.size(); ++c)
+      for (std::int64_t first = cuts[c]; first < cuts[c + 1]; first += piece_elements)
+        body(first, std::min(cuts[c + 1], first + piece_elements));
+  };
+
+  // Parameters.
+  {
+    const DType dtype = settings_.dtype;
+    std::vector<std::int64_t> points;
+    if (stage == 3) points.push_back(slice_begin_ + params_in_host_);
+    for_pieces(cuts_between(begin, end, points), [&](std::int64_t first, std::int64_t last) {
+      const std::int64_t count = last - first;
+      const View in{host.view().data, count, dtype, Place::Host};
+      source(StateArray::Parameters, first, last, in.data, dtype);
+      if (stage < 3) {
+        backend_.copy_async(in, params_full_.slice(first, count)).wait();
+        return;
+      }
+      const std::int64_t local = first - slice_begin_;
+      if (local < params_in_host_) {
+        backend_.copy_async(in, params_slice_.slice(local, count)).wait();
+      } else {
+        parameter_swap_->write(local - params_in_host_, local + count - params_in_host_, in.data);
+      }
+    });
+    if (parameter_swap_) parameter_swap_->flush();
+  }
+
+  // The master weights and moments outside the swap files.
+  const StateArray master_source = mixed() ? StateArray::Master : StateArray::Parameters;
+  const auto moments = optimizer_->state();
+  {
+    std::vector<std::int64_t> points{range_begin + host_elements_};
+    for (const auto& view : moments)
+      if (view.data != nullptr) points.push_back(range_begin + view.offset);
+    for_pieces(cuts_between(begin, end, points), [&](std::int64_t first, std::int64_t last) {
+      const std::int64_t count = last - first;
+      const std::int64_t index = first - range_begin;
+      const View in{host.view().data, count, DType::F32, Place::Host};
+      if (index < host_elements_ && state_swapper_) return;  // below
+      if (index < host_elements_) {
+        source(master_source, first, last, host_master_.slice(index, count).data, DType::F32);
+      } else if (mixed()) {
+        source(StateArray::Master, first, last, in.data, DType::F32);
+        backend_.copy_async(in, master_.slice(index - host_elements_, count)).wait();
+      }
+      for (const StateArray array : {StateArray::ExpAvg, StateArray::ExpAvgSq}) {
+        const auto& view =
+            moment_view(moments, array == StateArray::ExpAvg ? "exp_avg" : "exp_avg_sq", index);
+        source(array, first, last, in.data, DType::F32);
+        backend_
+            .copy_async(in, View{view.data + (index - view.offset), count, DType::F32, view.place})
+            .wait();
+      }
+    });
+  }
+
+  // Swapped sub-groups: one pass that writes every array of every group.
+  if (state_swapper_) {
+    for (int group = 0; group < state_swapper_->groups(); ++group) {
+      const std::int64_t first = range_begin + state_swapper_->group_begin(group);
+      const std::int64_t last = first + state_swapper_->group_size(group);
+      const auto& arrays = state_swapper_->acquire(group, /*read=*/false);
+      source(master_source, first, last, arrays[kSwappedMaster], DType::F32);
+      source(StateArray::ExpAvg, first, last, arrays[kSwappedExpAvg], DType::F32);
+      source(StateArray::ExpAvgSq, first, last, arrays[kSwappedExpAvgSq], DType::F32);
+      state_swapper_->release(group, 0b111u);
+    }
+    state_swapper_->finish();
+  }
+}
+
+void Engine::finish_load() {
+  if (settings_.stage == 1 || settings_.stage == 2) all_gather_parameters();
+  if (coordinator_) coordinator_->refresh_persistent();
 }
 
 }  // namespace zt::zero

@@ -118,6 +118,10 @@ struct EngineSettings {
   optim::OptimizerSettings optimizer;
   optim::ScheduleSettings schedule;
   std::uint64_t seed = 42;
+  /// Where the initial parameter values come from: fills out[0 .. end-begin) with elements
+  /// [begin, end) of parameter `param` (registration order, zerotrain's layout) in fp32. Empty:
+  /// the seeded initialisation. Called for this rank's pieces only (at stage 3 its slice).
+  std::function<void(int param, std::int64_t begin, std::int64_t end, float* out)> initial_values;
   /// Parameters, activations and gradients (the model's dtype must match).
   backend::DType dtype = backend::DType::F32;
   /// Where gradients accumulate over micro-steps (data_types.grad_accum_dtype): `dtype`, or fp32
@@ -210,6 +214,28 @@ struct EngineReport {
   std::int64_t skipped_steps = 0;
 };
 
+/// The arrays a checkpoint holds for the flat buffer: the parameters in the model's dtype, the
+/// fp32 master weights (16-bit runs only: in fp32 the parameters are the master) and the two
+/// moments of Adam and LAMB.
+enum class StateArray { Parameters, Master, ExpAvg, ExpAvgSq };
+/// "parameters", "fp32_master", "exp_avg", "exp_avg_sq".
+const char* state_array_name(StateArray array);
+
+/// One piece of one array, global flat offsets [begin, end), in host memory, of `dtype`.
+using StateSink = std::function<void(StateArray array, std::int64_t begin, std::int64_t end,
+                                     const void* data, backend::DType dtype)>;
+/// Fills global flat elements [begin, end) of `array` into host memory `data` (of `dtype`).
+using StateSource = std::function<void(StateArray array, std::int64_t begin, std::int64_t end,
+                                       void* data, backend::DType dtype)>;
+
+/// The engine's counters a checkpoint restores with the arrays.
+struct EngineCounters {
+  std::int64_t global_steps = 0;
+  std::int64_t optimizer_steps = 0;
+  bool has_loss_scaler = false;  // fp16
+  LossScalerState loss_scaler;
+};
+
 /// Fills one micro-batch (micro_batch x seq_len inputs and targets) for micro step `micro_step`
 /// of the current optimizer step.
 using BatchFiller =
@@ -239,6 +265,23 @@ class Engine {
   std::int64_t skipped_steps() const { return global_steps_ - optimizer_steps_; }
   double loss_scale() const;
   EngineReport report() const;
+
+  /// The arrays this run's checkpoints hold (StateArray order).
+  std::vector<StateArray> state_arrays() const;
+  /// Hands this rank's partition [slice_begin(rank), slice_end(rank)) of every array to `sink`,
+  /// array by array in increasing offsets, in pieces of at most `piece_elements`, read from
+  /// wherever they live (device, host memory, swap files). Every stage writes the same
+  /// partitions, so a checkpoint does not depend on the stage that wrote it. Not collective.
+  void save_state(const StateSink& sink, std::int64_t piece_elements = std::int64_t{1} << 22);
+  /// Replaces every array this rank holds with values from `source`: for stage 0 the whole
+  /// flat buffer, else this rank's slice (stages 1-2 hold all parameters but load their slice).
+  /// Not collective, so that a rank's failure can be agreed on before finish_load().
+  void load_state(const StateSource& source, std::int64_t piece_elements = std::int64_t{1} << 22);
+  /// Collective, after load_state on every rank: stages 1-2 all-gather the parameters, stage 3
+  /// gathers its persistent parameters again.
+  void finish_load();
+  EngineCounters counters() const;
+  void set_counters(const EngineCounters& counters);
 
   /// Collective: the full values of parameter `index` (registration order) into `out`
   /// (numel floats; in 16-bit runs the fp32 master weights) on every rank. Memory proportional
