@@ -10,6 +10,7 @@ test_e2e.py (one ctest per test method)."""
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -250,8 +251,10 @@ class Faults(unittest.TestCase):
                     deadline = time.time() + 60
                     target = None
                     while time.time() < deadline and target is None:
+                        # A progress line, not the banner's "steps": damage done before the
+                        # first step could be overwritten by the initial pass unnoticed.
                         with open(log_path) as handle:
-                            started = "step" in handle.read()
+                            started = re.search(r"^step +[0-9]+/", handle.read(), re.M) is not None
                         files = sorted(glob.glob(os.path.join(nvme, "zerotrain-*", "rank1", "*.swp")))
                         if started and files:
                             target = files[0]
