@@ -604,9 +604,9 @@ void warn_about_config_changes(const checkpoint::CheckpointInfo& info, const std
   std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
                       std::back_inserter(added));
   if (removed.empty() && added.empty()) return;
-  std::string message = concat("the effective config differs from the one checkpoint ",
-                               files::quote(info.directory), " was trained with (",
-                               removed.size() + added.size(), " lines):");
+  std::string message =
+      concat("the effective config differs from the one checkpoint ", files::quote(info.directory),
+             " was trained with (", removed.size() + added.size(), " lines):");
   constexpr std::size_t kShown = 6;
   for (std::size_t i = 0; i < std::min(kShown, removed.size()); ++i)
     message += "\n    was: " + removed[i];
@@ -820,8 +820,9 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
   if (options.save_interval > 0 && options.save_dir.empty())
     throw UserError("--save-interval needs --save-dir");
   if (!options.init_weights.empty() && !options.load_dir.empty())
-    throw UserError("give --init-weights or --load-dir, not both: a resume continues from the "
-                    "checkpoint's weights");
+    throw UserError(
+        "give --init-weights or --load-dir, not both: a resume continues from the "
+        "checkpoint's weights");
   std::unique_ptr<checkpoint::Reader> resume;
   if (!options.load_dir.empty()) {
     std::string problem;
@@ -1186,7 +1187,7 @@ int train(runtime::Environment& environment, const TrainOptions& options, int ar
                    "stage3_gather_16bit_weights_on_model_save");
       if (process.rank == 0) {
         model::HfConfigOptions hf;
-        hf.dtype = dtype == backend::DType::BF16   ? "bfloat16"
+        hf.dtype = dtype == backend::DType::BF16  ? "bfloat16"
                    : dtype == backend::DType::F16 ? "float16"
                                                   : "float32";
         model::write_hf_config_json(directory + "/config.json", run.model, hf);
