@@ -48,20 +48,26 @@ def config_for(workdir, stage, precision, offload=None, nvme_path=None):
 
 def resumed_losses(test, workdir, save_config, ranks_save, load_config=None, ranks_load=None,
                    steps=STEPS):
-    """Trains `steps` with --save-dir, then resumes to 2 x steps (possibly on another config
-    and world size); returns (first run's summary, resumed run's summary)."""
+    """Trains 2 x `steps` with --save-dir and --save-interval `steps` (the uninterrupted run,
+    which saves at `steps` on the way), then resumes from that checkpoint to 2 x `steps`,
+    possibly on another config and world size. The schedule's total_num_steps is "auto" (the
+    run length), so both runs follow the same schedule, past its warm-up. Returns (the
+    uninterrupted run's summary, the resumed run's summary)."""
     checkpoints = os.path.join(workdir, f"ckpt_{len(os.listdir(workdir))}")
-    first, _ = train(workdir, save_config, ranks_save, steps, extra=["--save-dir", checkpoints])
-    test.assertEqual(first["checkpoints"], [os.path.join(checkpoints, f"global_step{steps}")])
+    full, _ = train(workdir, save_config, ranks_save, 2 * steps,
+                    extra=["--save-dir", checkpoints, "--save-interval", str(steps)])
+    test.assertEqual(full["checkpoints"], [os.path.join(checkpoints, f"global_step{n}")
+                                           for n in (steps, 2 * steps)])
     with open(os.path.join(checkpoints, "latest")) as handle:
-        test.assertEqual(handle.read(), f"global_step{steps}")
+        test.assertEqual(handle.read(), f"global_step{2 * steps}")
     second, result = train(workdir, load_config or save_config, ranks_load or ranks_save,
-                           2 * steps, extra=["--load-dir", checkpoints])
+                           2 * steps, extra=["--load-dir", checkpoints, "--load-tag",
+                                             f"global_step{steps}"])
     test.assertIn("resume       ", result.stdout)
     test.assertEqual(second["first_step"], steps + 1)
     test.assertEqual(second["resumed_from"]["step"], steps)
     test.assertTrue(second["completed"])
-    return first, second
+    return full, second
 
 
 class ExactResume(unittest.TestCase):
@@ -71,9 +77,7 @@ class ExactResume(unittest.TestCase):
         with tempfile.TemporaryDirectory() as workdir:
             for stage in stages:
                 config = config_for(workdir, stage, precision)
-                full, _ = train(workdir, config, ranks, 2 * STEPS)
-                first, second = resumed_losses(self, workdir, config, ranks)
-                self.assertEqual(first["losses"], full["losses"][:STEPS], f"stage {stage}")
+                full, second = resumed_losses(self, workdir, config, ranks)
                 self.assertEqual(second["losses"], full["losses"][STEPS:],
                                  f"stage {stage} {precision}: resumed losses differ")
                 if precision == "fp16":
@@ -93,8 +97,7 @@ class ExactResume(unittest.TestCase):
         with tempfile.TemporaryDirectory() as workdir:
             for ranks, stage in ((1, 3), (4, 1)):
                 config = config_for(workdir, stage, "fp32")
-                full, _ = train(workdir, config, ranks, 2 * STEPS)
-                _, second = resumed_losses(self, workdir, config, ranks)
+                full, second = resumed_losses(self, workdir, config, ranks)
                 self.assertEqual(second["losses"], full["losses"][STEPS:], f"np {ranks}")
 
     def test_offload(self):
@@ -106,8 +109,7 @@ class ExactResume(unittest.TestCase):
             for stage, offload, precision in ((2, "cpu", "bf16"), (3, "cpu+params", "fp32"),
                                               (1, "nvme", "fp32"), (3, "nvme+params", "bf16")):
                 config = config_for(workdir, stage, precision, offload, nvme)
-                full, _ = train(workdir, config, 2, 2 * STEPS)
-                _, second = resumed_losses(self, workdir, config, 2)
+                full, second = resumed_losses(self, workdir, config, 2)
                 self.assertEqual(second["losses"], full["losses"][STEPS:],
                                  f"stage {stage} {offload} {precision}")
             self.assertEqual(os.listdir(nvme), [])
@@ -118,16 +120,17 @@ class ExactResume(unittest.TestCase):
         with tempfile.TemporaryDirectory() as workdir:
             config = config_for(workdir, 2, "fp32")
             checkpoints = os.path.join(workdir, "ckpt")
-            full, _ = train(workdir, config, 2, 10)
-            first, _ = train(workdir, config, 2, 7,
-                             extra=["--save-dir", checkpoints, "--save-interval", "3"])
+            full, _ = train(workdir, config, 2, 10,
+                            extra=["--save-dir", checkpoints, "--save-interval", "3"])
             self.assertEqual(sorted(os.listdir(checkpoints)),
-                             [".zerotrain.lock", "global_step3", "global_step6", "global_step7",
-                              "latest"])
+                             [".zerotrain.lock", "global_step10", "global_step3", "global_step6",
+                              "global_step9", "latest"])
             second, _ = train(workdir, config, 2, 10,
-                              extra=["--load-dir", checkpoints, "--load-tag", "global_step3",
+                              extra=["--load-dir", checkpoints, "--load-tag", "global_step6",
                                      "--save-dir", checkpoints])
-            self.assertEqual(second["losses"], full["losses"][3:])
+            self.assertEqual(second["losses"], full["losses"][6:])
+            # No --save-interval this time: the end only, replacing the first run's step 10.
+            self.assertEqual(second["checkpoints"], [os.path.join(checkpoints, "global_step10")])
             with open(os.path.join(checkpoints, "latest")) as handle:
                 self.assertEqual(handle.read(), "global_step10")
             # A run that resumes at its last step has nothing to train and says so.
@@ -148,12 +151,13 @@ class Reshard(unittest.TestCase):
     def test_two_ranks_stage3_to_four_ranks_stage2_and_one_rank_stage1(self):
         with tempfile.TemporaryDirectory() as workdir:
             stage3 = config_for(workdir, 3, "fp32")
-            full, _ = train(workdir, stage3, 2, 2 * STEPS)
             checkpoints = os.path.join(workdir, "ckpt")
-            train(workdir, stage3, 2, STEPS, extra=["--save-dir", checkpoints])
+            full, _ = train(workdir, stage3, 2, 2 * STEPS,
+                            extra=["--save-dir", checkpoints, "--save-interval", str(STEPS)])
             for ranks, stage in ((4, 2), (1, 1), (4, 0)):
                 resumed, _ = train(workdir, config_for(workdir, stage, "fp32"), ranks,
-                                   2 * STEPS, extra=["--load-dir", checkpoints])
+                                   2 * STEPS, extra=["--load-dir", checkpoints, "--load-tag",
+                                                     f"global_step{STEPS}"])
                 self.assertEqual(resumed["resumed_from"]["world_size"], 2)
                 self.assert_close(resumed["losses"], full["losses"][STEPS:],
                                   f"np 2 stage 3 -> np {ranks} stage {stage}")
@@ -165,9 +169,8 @@ class Reshard(unittest.TestCase):
             nvme = os.path.join(workdir, "nvme")
             os.makedirs(nvme)
             saving = config_for(workdir, 3, "fp32", "nvme+params", nvme)
-            full, _ = train(workdir, saving, 4, 2 * STEPS)
-            _, resumed = resumed_losses(self, workdir, saving, 4,
-                                        config_for(workdir, 1, "fp32"), 2)
+            full, resumed = resumed_losses(self, workdir, saving, 4,
+                                           config_for(workdir, 1, "fp32"), 2)
             self.assert_close(resumed["losses"], full["losses"][STEPS:], "nvme np4 -> plain np2")
             _, resumed = resumed_losses(self, workdir, config_for(workdir, 0, "fp32"), 1,
                                         config_for(workdir, 3, "fp32", "cpu+params"), 4)
