@@ -192,14 +192,7 @@ class Reshard(unittest.TestCase):
 
 def read_safetensors(path):
     """name -> (dtype, shape, raw bytes)."""
-    with open(path, "rb") as handle:
-        blob = handle.read()
-    (length,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + length])
-    data = blob[8 + length:]
-    return {name: (entry["dtype"], entry["shape"],
-                   data[entry["data_offsets"][0]:entry["data_offsets"][1]])
-            for name, entry in header.items() if name != "__metadata__"}
+    return e2e.safetensors_contents(path)[1]
 
 
 def safetensors_metadata(path):

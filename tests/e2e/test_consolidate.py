@@ -53,19 +53,7 @@ def hf_names(n_layer):
     return [PREFIX + name for name in names + ["ln_f.weight", "ln_f.bias"]]
 
 
-def read_safetensors(path):
-    """(metadata, {name: (dtype, shape, raw bytes)}) in the header's order."""
-    with open(path, "rb") as handle:
-        blob = handle.read()
-    (length,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + length])
-    data = blob[8 + length:]
-    metadata = header.pop("__metadata__", {})
-    tensors = {}
-    for name, entry in header.items():
-        begin, end = entry["data_offsets"]
-        tensors[name] = (entry["dtype"], entry["shape"], data[begin:end])
-    return metadata, tensors
+read_safetensors = e2e.safetensors_contents
 
 
 def bf16_bits(u):

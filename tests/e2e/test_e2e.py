@@ -410,6 +410,22 @@ class Plan(unittest.TestCase):
                                         "stage 3 + optimizer on cpu + parameters on cpu"])
 
 
+def safetensors_contents(path):
+    """(metadata, {name: (dtype, shape, raw bytes)}) of a safetensors file, in the header's
+    order (any dtype; the checkpoint, consolidate and Hugging Face tests share it)."""
+    with open(path, "rb") as handle:
+        blob = handle.read()
+    (length,) = struct.unpack("<Q", blob[:8])
+    header = json.loads(blob[8:8 + length])
+    data = blob[8 + length:]
+    metadata = header.pop("__metadata__", {})
+    tensors = {}
+    for name, entry in header.items():
+        begin, end = entry["data_offsets"]
+        tensors[name] = (entry["dtype"], entry["shape"], data[begin:end])
+    return metadata, tensors
+
+
 def read_safetensors(path):
     """{name: (shape, list of floats)} from a safetensors file of F32 tensors (no numpy)."""
     with open(path, "rb") as handle:

@@ -70,20 +70,7 @@ def hf_shapes(n_layer=LAYERS, c=C, vocab=VOCAB, positions=POSITIONS):
     return shapes + [("ln_f.weight", [c]), ("ln_f.bias", [c])]
 
 
-def read_safetensors(path):
-    """(metadata, {name: (dtype, shape, raw bytes)}) of a safetensors file."""
-    with open(path, "rb") as handle:
-        blob = handle.read()
-    (length,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + length])
-    data = blob[8 + length:]
-    tensors = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = entry["data_offsets"]
-        tensors[name] = (entry["dtype"], entry["shape"], data[begin:end])
-    return header.get("__metadata__", {}), tensors
+read_safetensors = e2e.safetensors_contents
 
 
 def unprefixed(tensors):
