@@ -36,10 +36,12 @@
 #include "io/hdf5_handle.hpp"
 #include "io/hdf5_tokens.hpp"
 #include "tests/fuzz/fuzz_input.hpp"
+#include "tests/fuzz/scratch_file.hpp"
 
 namespace {
 
 using zt::fuzz::invariant_failed;
+using zt::fuzz::ScratchFile;
 using zt::io::Hdf5TokenDataset;
 using zt::io::IoError;
 
@@ -47,44 +49,6 @@ using zt::io::IoError;
 constexpr int kDefaultVocab = 50257;
 // How many tokens each window read takes: windows, not the whole file, as the sampler does.
 constexpr std::int64_t kWindow = 64;
-
-class ScratchFile {
- public:
-  ScratchFile() {
-    std::error_code error;
-    std::string base = "/dev/shm";
-    if (!std::filesystem::is_directory(base, error) || ::access(base.c_str(), W_OK) != 0) {
-      const char* tmpdir = std::getenv("TMPDIR");
-      base = tmpdir && *tmpdir ? tmpdir : "/tmp";
-    }
-    std::string pattern = base + "/zt_fuzz_hdf5.XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) invariant_failed("cannot create a temp directory");
-    directory_ = pattern;
-    path_ = directory_ + "/input.h5";
-  }
-  ~ScratchFile() {
-    std::error_code ignored;
-    std::filesystem::remove_all(directory_, ignored);
-  }
-  ScratchFile(const ScratchFile&) = delete;
-  ScratchFile& operator=(const ScratchFile&) = delete;
-
-  const std::string& write(const std::uint8_t* data, std::size_t size) {
-    const int descriptor = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (descriptor < 0) invariant_failed("cannot write the scratch file");
-    for (std::size_t done = 0; done < size;) {
-      const ssize_t written = ::write(descriptor, data + done, size - done);
-      if (written <= 0) invariant_failed("cannot write the scratch file");
-      done += static_cast<std::size_t>(written);
-    }
-    ::close(descriptor);
-    return path_;
-  }
-
- private:
-  std::string directory_;
-  std::string path_;
-};
 
 std::vector<std::int32_t> read_window(const Hdf5TokenDataset& tokens, std::int64_t offset,
                                       std::int64_t count) {
@@ -169,7 +133,7 @@ extern "C" void worker_crash_report(int signal_number) {
 
 class Prober {
  public:
-  static constexpr int kWorkerSeconds = 8;  // below libFuzzer's -timeout=10
+  static constexpr int kWorkerSeconds = 8;                // below libFuzzer's -timeout=10
   static constexpr long long kWorkerBytes = 768ll << 20;  // well below -rss_limit_mb=2048
 
   ~Prober() { stop(); }
@@ -291,7 +255,7 @@ class Prober {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  static ScratchFile scratch;
+  static ScratchFile scratch("hdf5", "input.h5");
   zt::io::silence_hdf5_error_printing();
   const std::string& path = scratch.write(data, size);
   static Prober prober;

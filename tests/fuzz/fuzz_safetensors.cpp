@@ -27,10 +27,12 @@
 #include "io/hdf5_handle.hpp"  // io::IoError
 #include "io/safetensors_reader.hpp"
 #include "tests/fuzz/fuzz_input.hpp"
+#include "tests/fuzz/scratch_file.hpp"
 
 namespace {
 
 using zt::fuzz::invariant_failed;
+using zt::fuzz::ScratchFile;
 using zt::io::IoError;
 using zt::io::SafetensorsDType;
 using zt::io::SafetensorsReader;
@@ -38,44 +40,6 @@ using zt::io::SafetensorsTensor;
 
 // Elements read at each end of a tensor besides the single first and last ones.
 constexpr std::int64_t kEnd = 4;
-
-class ScratchFile {
- public:
-  ScratchFile() {
-    std::error_code error;
-    std::string base = "/dev/shm";
-    if (!std::filesystem::is_directory(base, error) || ::access(base.c_str(), W_OK) != 0) {
-      const char* tmpdir = std::getenv("TMPDIR");
-      base = tmpdir && *tmpdir ? tmpdir : "/tmp";
-    }
-    std::string pattern = base + "/zt_fuzz_safetensors.XXXXXX";
-    if (::mkdtemp(pattern.data()) == nullptr) invariant_failed("cannot create a temp directory");
-    directory_ = pattern;
-    path_ = directory_ + "/model.safetensors";
-  }
-  ~ScratchFile() {
-    std::error_code ignored;
-    std::filesystem::remove_all(directory_, ignored);
-  }
-  ScratchFile(const ScratchFile&) = delete;
-  ScratchFile& operator=(const ScratchFile&) = delete;
-
-  const std::string& write(const std::uint8_t* data, std::size_t size) {
-    const int descriptor = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (descriptor < 0) invariant_failed("cannot write the scratch file");
-    for (std::size_t done = 0; done < size;) {
-      const ssize_t written = ::write(descriptor, data + done, size - done);
-      if (written <= 0) invariant_failed("cannot write the scratch file");
-      done += static_cast<std::size_t>(written);
-    }
-    ::close(descriptor);
-    return path_;
-  }
-
- private:
-  std::string directory_;
-  std::string path_;
-};
 
 std::vector<float> read_range(const SafetensorsReader& reader, std::size_t index,
                               std::int64_t begin, std::int64_t end) {
@@ -192,7 +156,7 @@ void exercise(const std::string& path, const std::uint8_t* data, std::size_t siz
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  static ScratchFile scratch;
+  static ScratchFile scratch("safetensors", "model.safetensors");
   const std::string& path = scratch.write(data, size);
   try {
     exercise(path, data, size);
