@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include "files/files.hpp"
 #include "io/hdf5_handle.hpp"
 #include "kernels/ops/dtype.hpp"
+#include "memory/format.hpp"
 #include "runtime/agreement.hpp"
 #include "runtime/error.hpp"
 #include "runtime/log.hpp"
@@ -542,6 +544,36 @@ std::string attempt(Work&& work) {
   }
 }
 
+/// Throws IoError on every rank that sees too little free space under `directory` for the
+/// checkpoint's files on its file system: all ranks' with shared storage, its node's with
+/// node-local storage (estimated from the arrays' bytes plus HDF5's overhead per dataset).
+void check_room(const zero::Engine& engine, MPI_Comm comm, bool node_local,
+                const std::string& directory) {
+  std::int64_t bytes = 0;
+  for (const StateArray array : engine.state_arrays())
+    bytes += engine.layout().slice_elements() *
+             (array == StateArray::Parameters ? kernels::size_of(engine.settings().dtype) : 4);
+  const auto datasets =
+      static_cast<std::int64_t>(engine.layout().entries().size() * engine.state_arrays().size());
+  bytes += datasets * 1024 + (std::int64_t{64} << 10);  // headers, attributes, engine state
+  MPI_Comm sharing = comm;
+  if (node_local)
+    ZT_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &sharing));
+  std::int64_t needed = 0;
+  const int reduced = MPI_Allreduce(&bytes, &needed, 1, MPI_INT64_T, MPI_SUM, sharing);
+  if (node_local) MPI_Comm_free(&sharing);
+  ZT_MPI_CHECK(reduced);
+  struct statvfs status {};
+  if (::statvfs(directory.c_str(), &status) != 0) return;  // the writes will say what is wrong
+  const auto available =
+      static_cast<std::int64_t>(status.f_bavail) * static_cast<std::int64_t>(status.f_frsize);
+  if (available < needed)
+    throw IoError(concat("checkpoint ", files::quote(directory), ": No space left on device: the ",
+                         "checkpoint needs about ", memory::format_bytes(needed), ", its file ",
+                         "system has ", memory::format_bytes(available),
+                         " free; the previous checkpoint and 'latest' stay as they are"));
+}
+
 }  // namespace
 
 std::string rank_file_name(int rank) {
@@ -611,6 +643,10 @@ std::string save(zero::Engine& engine, MPI_Comm comm, const RunRecord& run,
       throw;
     }
   };
+
+  // Room first: HDF5 that runs out of space mid-file leaves an open file behind that its own
+  // clean-up at exit trips over, and a save must fail cleanly, naming the numbers.
+  fail_together(attempt([&] { check_room(engine, comm, settings.node_local, partial); }));
 
   // Every rank's partition.
   CheckpointInfo::FileRecord mine;

@@ -17,7 +17,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_e2e as e2e  # noqa: E402
-from test_nvme import nvme_config  # noqa: E402
+from test_nvme import Mount, nvme_config  # noqa: E402
 from test_offload import SMALL_PIECES, offload_config  # noqa: E402
 from test_precision import train  # noqa: E402
 
@@ -302,6 +302,30 @@ class Files(unittest.TestCase):
                 words = struct.unpack(f"<{len(full[name][2]) // 4}I", full[name][2])
                 rounded = [((w + 0x7FFF + ((w >> 16) & 1)) >> 16) & 0xFFFF for w in words]
                 self.assertEqual(struct.unpack(f"<{len(rounded)}H", data), tuple(rounded), name)
+
+    def test_full_disk_during_a_save_keeps_the_previous_checkpoint(self):
+        """A save that runs out of space fails every rank with the file and the cause; the
+        partial checkpoint is removed and `latest` still names the last good one, which loads."""
+        with tempfile.TemporaryDirectory() as workdir:
+            # Room for one checkpoint of the tiny model (about 400 KiB), not two.
+            with Mount(workdir, "tmpfs", "size=640k") as disk:
+                if not disk.mounted:
+                    self.skipTest("cannot mount a tmpfs here (needs root)")
+                config = config_for(workdir, 2, "fp32")
+                checkpoints = os.path.join(disk.path, "ckpt")
+                _, result = train(workdir, config, 2, 6, check=False,
+                                  extra=["--save-dir", checkpoints, "--save-interval", "3"])
+                self.assertNotEqual(result.returncode, 0, result.stdout)
+                self.assertIn("No space left on device", result.stderr)
+                self.assertIn("the previous checkpoint and 'latest' stay as they are",
+                              result.stderr)
+                self.assertNotIn("Segmentation fault", result.stdout + result.stderr)
+                self.assertEqual(sorted(os.listdir(checkpoints)),
+                                 [".zerotrain.lock", "global_step3", "latest"])
+                with open(os.path.join(checkpoints, "latest")) as handle:
+                    self.assertEqual(handle.read(), "global_step3")
+                resumed, _ = train(workdir, config, 2, 4, extra=["--load-dir", checkpoints])
+                self.assertEqual(resumed["first_step"], 4)
 
     def refused(self, workdir, config, checkpoints, *needles, ranks=2, model=TINY_MODEL):
         _, result = train(workdir, config, ranks, 8, extra=["--load-dir", checkpoints],
